@@ -1,0 +1,258 @@
+"""The ``pocketlm`` command. Thin commands; heavy imports happen inside them, so ``--help``
+is instant and ``generate``/``info`` never touch TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import PocketLMError
+
+RANDOM_CONFIGS = ("tiny", "gpt2-small")
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- convert -------------------------------------------------------------------------------
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="author a KerasHub GPT-2 and convert it to .tflite",
+                       description="Build a KerasHub GPT-2 causal LM and convert it to one "
+                                   "KV-cache .tflite with prefill/decode signatures.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="embedded preset name, KerasHub preset name (needs "
+                                      "network), or a local preset directory "
+                                      "(default: the embedded model)")
+    src.add_argument("--random", metavar="CONFIG",
+                     help=f"random weights: {' | '.join(RANDOM_CONFIGS)} | a ModelConfig .json")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random weights")
+    p.add_argument("-q", "--quantize", default="dynamic-int8",
+                   help="none | dynamic-int8 | float16 | full-int8 (default dynamic-int8)")
+    p.add_argument("--sequence-length", type=int, default=256,
+                   help="cache length: most tokens per sequence (default 256)")
+    p.add_argument("--prefill-lengths", default="64,16",
+                   help="token counts of the prefill signatures (default 64,16)")
+    p.add_argument("--calibration-text", help="text file for full-int8 calibration "
+                                              "(default: a built-in sample)")
+    p.add_argument("--calibration-samples", type=int, default=32)
+    p.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    p.set_defaults(func=cmd_convert)
+
+
+def _random_config(spec: str):
+    from .config import ModelConfig
+    if spec == "tiny":
+        return ModelConfig.tiny()
+    if spec == "gpt2-small":
+        return ModelConfig()
+    path = Path(spec)
+    if not path.is_file():
+        raise PocketLMError(f"--random takes {' or '.join(RANDOM_CONFIGS)} or a .json file; "
+                            f"{spec} is neither")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise PocketLMError(f"bad model config {path}: {exc}") from None
+
+
+def cmd_convert(args) -> int:
+    from .config import ExportConfig, Quantization
+    from .textdata import read_text
+
+    try:
+        quant = Quantization.parse(args.quantize)
+        lengths = tuple(int(x) for x in args.prefill_lengths.split(",") if x.strip())
+        cfg = ExportConfig(sequence_length=args.sequence_length, prefill_lengths=lengths,
+                           quantization=quant, calibration_samples=args.calibration_samples,
+                           calibration_text=(read_text(args.calibration_text)
+                                             if args.calibration_text else None))
+    except ValueError as exc:
+        raise PocketLMError(str(exc)) from None
+    _progress("loading the conversion stack (TensorFlow, KerasHub)...")
+    from .authoring import load_causal_lm, random_causal_lm
+    from .export import export
+    from .presets import DEFAULT_PRESET
+
+    if args.random:
+        authored = random_causal_lm(_random_config(args.random), args.sequence_length, args.seed)
+    else:
+        authored = load_causal_lm(args.preset or DEFAULT_PRESET, args.sequence_length)
+    result = export(authored, args.output, cfg, progress=_progress)
+    print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {quant.value}, "
+          f"signatures {', '.join(result.signatures)}) in {result.seconds:.1f}s")
+    return 0
+
+
+# -- generate ------------------------------------------------------------------------------
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="complete a prompt with a .tflite model (streams)",
+                       description="Complete PROMPT with MODEL, streaming text to stdout. "
+                                   "Needs only ai-edge-litert and numpy, not TensorFlow.")
+    p.add_argument("model", help="a .tflite language model")
+    p.add_argument("prompt", help="the text to complete ('-' reads standard input)")
+    p.add_argument("-n", "--max-new-tokens", type=int, default=100)
+    p.add_argument("-t", "--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--context-window", type=int, help="keep only the last N units of the prompt")
+    p.add_argument("--context-unit", choices=["tokens", "words"], default="tokens")
+    p.add_argument("--tokenizer", help="for models that carry none: gpt2, a KerasHub preset "
+                                       "directory, or VOCAB.json,MERGES.txt")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-prompt", action="store_true", help="print only the completion")
+    p.add_argument("--stats", action="store_true", help="print timings to stderr")
+    p.set_defaults(func=cmd_generate)
+
+
+def _read_prompt(arg: str) -> bytes:
+    if arg == "-":
+        return sys.stdin.buffer.read()
+    # argv arrives decoded with surrogateescape: recover the raw bytes to validate them.
+    return os.fsencode(arg)
+
+
+def cmd_generate(args) -> int:
+    from .config import GenerationConfig
+    from .runtime import load_model, stream
+    from .runtime.generation import Completion, PreparedPrompt
+
+    try:
+        cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                               context_window=args.context_window,
+                               context_unit=args.context_unit)
+    except ValueError as exc:
+        raise PocketLMError(str(exc)) from None
+    prompt = _read_prompt(args.prompt)
+    model = load_model(args.model, tokenizer=args.tokenizer, num_threads=args.threads)
+    done = Completion(PreparedPrompt("", [], False))
+    out = sys.stdout
+    pieces = stream(model, prompt, cfg, done)
+    first = next(pieces, None)  # prompt errors surface before anything is printed
+    if not args.no_prompt:
+        out.write(done.prompt.text)
+    for piece in ([first] if first is not None else []):
+        out.write(piece)
+        out.flush()
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    out.flush()
+    if args.stats or done.prompt.truncated:
+        if done.prompt.truncated:
+            _progress(f"note: the prompt was cut to its last {len(done.prompt.ids)} tokens "
+                      "to fit the model's window")
+        if args.stats:
+            _progress(f"{len(done.prompt.ids)} prompt tokens, {len(done.token_ids)} new tokens "
+                      f"({done.stop_reason}); first token {done.time_to_first_token * 1000:.0f} "
+                      f"ms, {done.tokens_per_second:.1f} tokens/s")
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: convert the embedded model (once) and "
+                                    "complete a prompt, with size and speed",
+                       description="Convert the embedded model (cached after the first run), "
+                                   "complete a prompt and print the model's size and speed.")
+    p.add_argument("prompt", nargs="?", default="I'm enjoying a")
+    p.add_argument("--preset", help="a preset name or directory (default: the embedded model)")
+    p.add_argument("-q", "--quantize", default="dynamic-int8")
+    p.add_argument("-n", "--max-new-tokens", type=int, default=60)
+    p.add_argument("-t", "--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .config import GenerationConfig
+    from .demo import run_demo
+    from .presets import DEFAULT_PRESET
+
+    try:
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, seed=args.seed)
+    except ValueError as exc:
+        raise PocketLMError(str(exc)) from None
+    started = []
+
+    def show(piece: str) -> None:
+        if not started:
+            started.append(True)
+            print("\n--- completion " + "-" * 50, flush=True)
+            sys.stdout.write(args.prompt)
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    r = run_demo(args.prompt, gen, args.preset or DEFAULT_PRESET, args.quantize,
+                 progress=_progress, on_piece=show)
+    print("\n" + "-" * 65)
+    print(f"model:  {r.model_path} ({r.size_bytes / 2**20:.1f} MiB"
+          f"{', converted now' if r.converted else ', cached'})")
+    print(f"speed:  load {r.load_seconds * 1000:.0f} ms, first token "
+          f"{r.time_to_first_token * 1000:.0f} ms, {r.tokens_per_second:.1f} tokens/s "
+          f"({r.tokens} new tokens)")
+    return 0
+
+
+# -- info ----------------------------------------------------------------------------------
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a .tflite file: contract, signatures, ops",
+                       description="Describe MODEL: contract, signatures, sizes, metadata, "
+                                   "op histogram and which ops stay float.")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    from .inspect import describe, render_text
+
+    report = describe(args.model)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pocketlm", description="Put a KerasHub LLM on the device: convert, quantize, run.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_convert(sub)
+    _add_generate(sub)
+    _add_info(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return f"pocketlm {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PocketLMError as exc:
+        print(f"pocketlm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pocketlm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Settings shared by every stage: model shape, export contract, quantization, sampling.
+
+This module sits at the bottom of the import graph: it imports nothing heavy, so both the
+authoring/export side (Keras, TensorFlow) and the runtime side (LiteRT only) can use it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# Bumped whenever the .tflite contract (signature names, tensor names, layouts or the
+# metadata schema) changes in a way an older runtime could misread.
+CONTRACT_NAME = "pocketlm.kv-cache"
+CONTRACT_VERSION = 1
+# Name of the flatbuffer metadata entries pocketlm writes into every file it exports.
+METADATA_KEY = "pocketlm.contract"
+TOKENIZER_METADATA_KEY = "pocketlm.tokenizer"
+
+DEFAULT_SEQUENCE_LENGTH = 256
+
+
+class Quantization(str, enum.Enum):
+    """Quantization modes, mapped to converter recipes in :mod:`pocketlm.export`."""
+
+    NONE = "none"  # float32 weights and activations
+    DYNAMIC_INT8 = "dynamic-int8"  # int8 weights, float activations (Optimize.DEFAULT)
+    FLOAT16 = "float16"  # float16 weights, widened to float32 at load on CPUs
+    FULL_INT8 = "full-int8"  # int8 weights and activations, calibrated
+
+    @classmethod
+    def parse(cls, value: str | Quantization) -> Quantization:
+        if isinstance(value, Quantization):
+            return value
+        aliases = {"float32": cls.NONE, "fp32": cls.NONE, "int8": cls.DYNAMIC_INT8,
+                   "dynamic": cls.DYNAMIC_INT8, "fp16": cls.FLOAT16, "int8-full": cls.FULL_INT8}
+        key = value.strip().lower()
+        if key in aliases:
+            return aliases[key]
+        try:
+            return cls(key)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown quantization {value!r}; choose one of: {names}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a GPT-2 style decoder (the arguments of keras_hub's GPT2Backbone)."""
+
+    vocabulary_size: int = 50257
+    num_layers: int = 12
+    num_heads: int = 12
+    hidden_dim: int = 768
+    intermediate_dim: int = 3072
+    max_sequence_length: int = 1024  # number of learned position embeddings
+    dropout: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def tiny(cls, vocabulary_size: int = 50257) -> ModelConfig:
+        """A model small enough to convert in seconds, for tests."""
+        return cls(vocabulary_size=vocabulary_size, num_layers=2, num_heads=2, hidden_dim=32,
+                   intermediate_dim=64, max_sequence_length=128, dropout=0.0)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How a model is exported to a KV-cache .tflite."""
+
+    # Cache length: the most tokens (prompt + generated) one sequence can hold.
+    sequence_length: int = DEFAULT_SEQUENCE_LENGTH
+    # Token counts of the prefill signatures. The largest is named ``prefill``; smaller
+    # ones ``prefill_<n>``, so that a short prompt is not padded to the largest chunk.
+    prefill_lengths: tuple[int, ...] = (64, 16)
+    quantization: Quantization = Quantization.DYNAMIC_INT8
+    # Text used to calibrate full-int8 activations; None means a built-in sample.
+    calibration_text: str | None = None
+    calibration_samples: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantization", Quantization.parse(self.quantization))
+        lengths = tuple(sorted({int(n) for n in self.prefill_lengths}, reverse=True))
+        if not lengths or lengths[-1] < 1:
+            raise ValueError("prefill_lengths must hold positive token counts")
+        if lengths[0] > self.sequence_length:
+            raise ValueError("a prefill length cannot exceed the sequence length")
+        object.__setattr__(self, "prefill_lengths", lengths)
+
+    def prefill_signatures(self) -> dict[str, int]:
+        """Signature name -> number of tokens it consumes."""
+        names = {}
+        for i, n in enumerate(self.prefill_lengths):
+            names["prefill" if i == 0 else f"prefill_{n}"] = n
+        return names
+
+
+class ContextUnit(str, enum.Enum):
+    TOKENS = "tokens"
+    WORDS = "words"
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling and stopping settings for one completion."""
+
+    max_new_tokens: int = 100
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int = 0  # 0 means no top-k cut
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_at_end_token: bool = True
+    # Keep only the last ``context_window`` units of the prompt (None keeps all that fits).
+    context_window: int | None = None
+    context_unit: ContextUnit = ContextUnit.TOKENS
+
+    def __post_init__(self) -> None:
+        self.context_unit = ContextUnit(self.context_unit)
+        if self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.context_window is not None and self.context_window < 1:
+            raise ValueError("context_window must be >= 1")
+
+
+@dataclass
+class ContractInfo:
+    """What a pocketlm .tflite says about itself (stored as JSON in its metadata)."""
+
+    contract: str = CONTRACT_NAME
+    contract_version: int = CONTRACT_VERSION
+    model_type: str = "gpt2"
+    model: dict[str, Any] = field(default_factory=dict)
+    sequence_length: int = DEFAULT_SEQUENCE_LENGTH
+    prefill: dict[str, int] = field(default_factory=dict)
+    quantization: str = Quantization.NONE.value
+    end_token_id: int = 50256
+    cache_layout: str = "per-layer K and V, [1, heads, sequence_length, head_dim]"
+    tokenizer: str = "gpt2-bpe"  # kind of the tokenizer stored under TOKENIZER_METADATA_KEY
+    source: str = ""
+    created_by: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContractInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,47 @@
+"""One small hierarchy of library errors.
+
+The library raises these with a message that says what to do instead; the CLI turns them
+into one line on stderr and a non-zero exit. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PocketLMError(Exception):
+    """Base class of every error pocketlm raises on purpose."""
+
+    exit_code = 1
+
+
+class ModelFileError(PocketLMError):
+    """A model file is missing, unreadable, or not a valid .tflite flatbuffer."""
+
+    exit_code = 2
+
+
+class ContractError(ModelFileError):
+    """A .tflite file is valid but not a language model pocketlm knows how to run."""
+
+
+class TokenizerError(PocketLMError):
+    """No tokenizer could be found or built for a model."""
+
+
+class PresetError(PocketLMError):
+    """A preset name or directory cannot be loaded."""
+
+    exit_code = 2
+
+
+class ConversionError(PocketLMError):
+    """Conversion or quantization of a model failed."""
+
+
+class PromptError(PocketLMError):
+    """A prompt cannot be used as given (empty, not UTF-8, ...)."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(PocketLMError):
+    """The interpreter failed while running a model."""

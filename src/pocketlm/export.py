@@ -1,0 +1,189 @@
+"""Convert an authored KerasHub GPT-2 into one self-describing KV-cache .tflite.
+
+The file has a ``decode`` signature (one token), one or more ``prefill`` signatures (a chunk
+of prompt tokens) and a ``score`` signature (every position's logits, for evaluation). They
+share their weights. Only builtin ops are allowed. The model config, the tokenizer, the end
+token, the quantization and the contract version travel in the flatbuffer's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from . import __version__
+from .authoring import AuthoredModel
+from .config import (METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, ExportConfig,
+                     Quantization)
+from .errors import ConversionError
+from .flatbuf import finalize
+from .graph import KVCacheGPT2, backbone_weights
+from .textdata import SAMPLE_TEXT
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    size_bytes: int
+    quantization: Quantization
+    signatures: dict[str, int]
+    seconds: float
+
+
+def build_module(authored: AuthoredModel, sequence_length: int) -> KVCacheGPT2:
+    seq = min(sequence_length, authored.config.max_sequence_length)
+    return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq)
+
+
+def signature_functions(module: KVCacheGPT2, cfg: ExportConfig) -> dict[str, object]:
+    """Signature name -> concrete function."""
+    funcs = {"decode": module.step_function(1).get_concrete_function()}
+    for name, n in cfg.prefill_signatures().items():
+        funcs[name] = module.step_function(n).get_concrete_function()
+    funcs["score"] = module.score_function(cfg.prefill_lengths[0]).get_concrete_function()
+    return funcs
+
+
+def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: ExportConfig,
+                         funcs: dict[str, object]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Real inputs for every signature, with caches filled by running the float graph."""
+    text = cfg.calibration_text or SAMPLE_TEXT
+    ids = authored.tokenizer.encode(text)
+    if len(ids) < 8:
+        raise ConversionError("the calibration text is too short (fewer than 8 tokens)")
+    seq = module.seq
+    rng = np.random.default_rng(0)
+    samples: list[tuple[str, dict[str, np.ndarray]]] = []
+    names = [n for n in funcs if n != "decode"]
+    for s in range(cfg.calibration_samples):
+        name = names[s % len(names)]
+        n = {**cfg.prefill_signatures(), "score": cfg.prefill_lengths[0]}[name]
+        start = int(rng.integers(0, max(1, len(ids) - n)))
+        chunk = (ids[start:start + n] * (n // max(1, len(ids[start:start + n])) + 1))[:n]
+        caches = module.empty_caches()
+        inputs = {"tokens": np.asarray([chunk], np.int32), "input_pos": np.zeros([1], np.int32)}
+        if name != "score":
+            inputs["last_index"] = np.asarray([n - 1], np.int32)
+        inputs.update(zip(_cache_keys(module), caches))
+        samples.append((name, inputs))
+        out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        caches = [out[k].numpy() for k in _cache_keys(module)]
+        # Decode a few tokens after the chunk so decode sees filled caches and later positions.
+        pos = n
+        for tok in ids[start + n:start + n + 3]:
+            if pos >= seq:
+                break
+            d = {"tokens": np.asarray([[tok]], np.int32), "input_pos": np.asarray([pos], np.int32),
+                 "last_index": np.zeros([1], np.int32), **dict(zip(_cache_keys(module), caches))}
+            samples.append(("decode", d))
+            out = funcs["decode"](**{k: tf.constant(v) for k, v in d.items()})
+            caches = [out[k].numpy() for k in _cache_keys(module)]
+            pos += 1
+    return samples
+
+
+def _cache_keys(module: KVCacheGPT2) -> list[str]:
+    from .graph import cache_names
+    return cache_names(module.config.num_layers)
+
+
+def _converter(saved_model: str, names: list[str], cfg: ExportConfig,
+               samples: list | None) -> tf.lite.TFLiteConverter:
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=names)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    q = cfg.quantization
+    if q is Quantization.DYNAMIC_INT8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif q is Quantization.FLOAT16:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif q is Quantization.FULL_INT8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+            yield from samples or []
+
+        conv.representative_dataset = representative
+        # Int8 kernels where they exist; ops without an int8 kernel (the cache update and
+        # attention against the float cache) stay float, and `pocketlm info` lists them.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+    return conv
+
+
+def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | None = None,
+           progress: Progress = print) -> ExportResult:
+    """Convert ``authored`` to ``out_path`` (written atomically: temp file, then rename)."""
+    cfg = cfg or ExportConfig()
+    out = Path(out_path)
+    t0 = time.time()
+    if authored.config.max_sequence_length < cfg.sequence_length:
+        progress(f"note: the model has {authored.config.max_sequence_length} positions; "
+                 f"the cache is limited to that")
+    progress(f"[1/4] building the KV-cache graph ({authored.config.num_layers} layers, "
+             f"cache {min(cfg.sequence_length, authored.config.max_sequence_length)})")
+    module = build_module(authored, cfg.sequence_length)
+    funcs = signature_functions(module, cfg)
+    samples = None
+    if cfg.quantization is Quantization.FULL_INT8:
+        progress(f"[2/4] calibrating on {cfg.calibration_samples} samples")
+        samples = _calibration_samples(module, authored, cfg, funcs)
+    else:
+        progress("[2/4] no calibration needed")
+    progress(f"[3/4] converting with quantization {cfg.quantization.value}")
+    with tempfile.TemporaryDirectory(prefix="pocketlm-export-") as tmp:
+        tf.saved_model.save(module, tmp, signatures=funcs)
+        try:
+            flat = _converter(tmp, list(funcs), cfg, samples).convert()
+        except Exception as exc:
+            raise ConversionError(f"the TFLite converter failed: {str(exc).strip()[:2000]}")
+    info = ContractInfo(
+        model=authored.config.to_dict(), sequence_length=module.seq,
+        prefill={"decode": 1, **cfg.prefill_signatures()},
+        quantization=cfg.quantization.value, end_token_id=authored.tokenizer.end_token_id,
+        source=authored.source, created_by=f"pocketlm {__version__}, tensorflow {tf.__version__}",
+        notes={"score_tokens": cfg.prefill_lengths[0]})
+    flat = finalize(flat, {
+        METADATA_KEY: json.dumps(info.to_dict()).encode("utf-8"),
+        TOKENIZER_METADATA_KEY: authored.tokenizer.to_bytes(),
+    })
+    progress(f"[4/4] writing {out}")
+    write_atomically(out, flat)
+    return ExportResult(out, len(flat), cfg.quantization, info.prefill, time.time() - t0)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path`` and rename, so no half-written file is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is not a secret
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ConversionError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,166 @@
+"""GPT-2 with an explicit KV cache, written in plain TensorFlow for conversion to LiteRT.
+
+KerasHub's ``call_with_cache`` keeps one 6-D cache ``[B, L, 2, S, H, Dh]``; LiteRT refuses
+6-D slices and splitting K from V costs most of a decode step (../shared/notes). So this
+module re-states the same math with the backbone's weights and the layout the runtime wants:
+one K and one V tensor per layer, each ``[1, H, S, Dh]``, updated in place with
+DYNAMIC_UPDATE_SLICE. Every signature is the same function at a different token count:
+
+    step(tokens[1, T], input_pos[1], last_index[1], k_0, v_0, ...) -> logits, k_0, v_0, ...
+
+``input_pos`` is where the chunk starts in the cache; ``last_index`` picks the chunk row whose
+logits are returned (the last real token when a prompt chunk is padded), so the LM head runs
+once, not T times. ``score`` returns the logits of every row instead (for evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
+
+from .config import ModelConfig
+
+_NEG_INF = -1e9
+
+
+def backbone_weights(backbone) -> dict[str, np.ndarray]:
+    """The backbone's weights by their Keras path (``transformer_layer_0/...``)."""
+    return {w.path: np.asarray(w.numpy()) for w in backbone.weights}
+
+
+def cache_names(num_layers: int) -> list[str]:
+    names = []
+    for i in range(num_layers):
+        names += [f"k_cache_{i}", f"v_cache_{i}"]
+    return names
+
+
+class KVCacheGPT2(tf.Module):
+    """The exportable graph. Weights are copied into raw ``tf.Variable``s so they freeze."""
+
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig,
+                 sequence_length: int) -> None:
+        super().__init__(name="pocketlm_gpt2")
+        self.config = config
+        self.seq = sequence_length
+        c = config
+        var = lambda key: tf.Variable(weights[key], trainable=False)  # noqa: E731
+        self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
+        self.wpe = tf.Variable(weights["position_embedding/embeddings"][:sequence_length],
+                               trainable=False)  # (S, D)
+        self.layers = []
+        for i in range(c.num_layers):
+            p = f"transformer_layer_{i}/"
+            a = p + "self_attention/"
+            d = c.hidden_dim
+            # Q, K and V as one (D, 3D) matmul: one FULLY_CONNECTED op instead of three.
+            qkv_w = np.concatenate([weights[a + n + "/kernel"].reshape(d, d)
+                                    for n in ("query", "key", "value")], axis=1)
+            qkv_b = np.concatenate([weights[a + n + "/bias"].reshape(d)
+                                    for n in ("query", "key", "value")])
+            self.layers.append({
+                "ln1_g": var(p + "self_attention_layer_norm/gamma"),
+                "ln1_b": var(p + "self_attention_layer_norm/beta"),
+                "qkv_w": tf.Variable(qkv_w, trainable=False),
+                "qkv_b": tf.Variable(qkv_b, trainable=False),
+                "out_w": tf.Variable(weights[a + "attention_output/kernel"].reshape(d, d),
+                                     trainable=False),
+                "out_b": var(a + "attention_output/bias"),
+                "ln2_g": var(p + "feedforward_layer_norm/gamma"),
+                "ln2_b": var(p + "feedforward_layer_norm/beta"),
+                "fc_w": var(p + "feedforward_intermediate_dense/kernel"),
+                "fc_b": var(p + "feedforward_intermediate_dense/bias"),
+                "proj_w": var(p + "feedforward_output_dense/kernel"),
+                "proj_b": var(p + "feedforward_output_dense/bias"),
+            })
+        self.lnf_g = var("layer_norm/gamma")
+        self.lnf_b = var("layer_norm/beta")
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _layer_norm(self, x, g, b):
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_epsilon) * g + b
+
+    @staticmethod
+    def _dense(x, w, b):  # x: (T, in) -> (T, out); 2-D keeps it a plain FULLY_CONNECTED
+        return tf.matmul(x, w) + b
+
+    def _attention(self, x, layer, k_cache, v_cache, input_pos, allowed):
+        c, t = self.config, tf.shape(x)[0]
+        h, dh = c.num_heads, c.head_dim
+        qkv = self._dense(x, layer["qkv_w"], layer["qkv_b"])  # (T, 3D)
+        qkv = tf.transpose(tf.reshape(qkv, [t, 3, h, dh]), [1, 2, 0, 3])  # (3, H, T, Dh)
+        q, k, v = qkv[0:1], qkv[1:2], qkv[2:3]  # each (1, H, T, Dh)
+        zero = tf.zeros([], tf.int32)
+        start = tf.stack([zero, zero, input_pos[0], zero])
+        k_cache = xla.dynamic_update_slice(k_cache, k, start)  # (1, H, S, Dh)
+        v_cache = xla.dynamic_update_slice(v_cache, v, start)
+        scores = tf.matmul(q, k_cache, transpose_b=True) * (1.0 / math.sqrt(dh))  # (1,H,T,S)
+        scores = tf.where(allowed, scores, _NEG_INF)
+        probs = tf.nn.softmax(scores, axis=-1)
+        out = tf.matmul(probs, v_cache)  # (1, H, T, Dh)
+        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [t, c.hidden_dim])
+        return self._dense(out, layer["out_w"], layer["out_b"]), k_cache, v_cache
+
+    def forward(self, tokens, input_pos, caches):
+        """Hidden states (T, D) of ``tokens`` placed at ``input_pos``, and the new caches."""
+        t = tf.shape(tokens)[1]
+        positions = input_pos[0] + tf.range(t, dtype=tf.int32)  # (T,)
+        x = tf.gather(self.wte, tokens[0]) + tf.gather(self.wpe, positions)  # (T, D)
+        # Causal mask from int32 positions (a float mask breaks full-int8 quantization).
+        allowed = tf.range(self.seq, dtype=tf.int32)[None, :] <= positions[:, None]  # (T, S)
+        allowed = allowed[None, None]  # (1, 1, T, S)
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            a, k, v = self._attention(self._layer_norm(x, layer["ln1_g"], layer["ln1_b"]),
+                                      layer, caches[2 * i], caches[2 * i + 1], input_pos,
+                                      allowed)
+            x = x + a
+            m = self._layer_norm(x, layer["ln2_g"], layer["ln2_b"])
+            m = tf.nn.gelu(self._dense(m, layer["fc_w"], layer["fc_b"]), approximate=True)
+            x = x + self._dense(m, layer["proj_w"], layer["proj_b"])
+            new_caches += [k, v]
+        return self._layer_norm(x, self.lnf_g, self.lnf_b), new_caches
+
+    def _head(self, h):  # (N, D) -> (N, V), with the tied embedding as FULLY_CONNECTED weights
+        return tf.matmul(h, self.wte, transpose_b=True)
+
+    # -- signatures -----------------------------------------------------------------------
+    def specs(self, tokens: int, with_last_index: bool = True) -> list[tf.TensorSpec]:
+        c = self.config
+        shape = [1, c.num_heads, self.seq, c.head_dim]
+        specs = [tf.TensorSpec([1, tokens], tf.int32, name="tokens"),
+                 tf.TensorSpec([1], tf.int32, name="input_pos")]
+        if with_last_index:
+            specs.append(tf.TensorSpec([1], tf.int32, name="last_index"))
+        return specs + [tf.TensorSpec(shape, tf.float32, name=n)
+                        for n in cache_names(c.num_layers)]
+
+    def step_function(self, tokens: int):
+        """tf.function for a signature that consumes ``tokens`` tokens, returns last logits."""
+        names = cache_names(self.config.num_layers)
+
+        def step(tokens_, input_pos, last_index, *caches):
+            hidden, new = self.forward(tokens_, input_pos, list(caches))
+            logits = self._head(tf.gather(hidden, last_index))  # (1, V)
+            return {"logits": logits, **dict(zip(names, new))}
+
+        return tf.function(step, input_signature=self.specs(tokens))
+
+    def score_function(self, tokens: int):
+        """tf.function returning the logits of every position (teacher-forced evaluation)."""
+        names = cache_names(self.config.num_layers)
+
+        def score(tokens_, input_pos, *caches):
+            hidden, new = self.forward(tokens_, input_pos, list(caches))
+            return {"logits": self._head(hidden)[None], **dict(zip(names, new))}
+
+        return tf.function(score, input_signature=self.specs(tokens, with_last_index=False))
+
+    def empty_caches(self) -> list[np.ndarray]:
+        c = self.config
+        shape = (1, c.num_heads, self.seq, c.head_dim)
+        return [np.zeros(shape, np.float32) for _ in range(2 * c.num_layers)]

@@ -1,0 +1,170 @@
+"""Train a small GPT-2 (KerasHub GPT2Backbone, real GPT-2 tokenizer) on a text file.
+
+This is how the embedded ``pocketlm_gpt2_shakespeare`` preset was made:
+
+    python -m pocketlm.train --data ../shared/data/tinyshakespeare.txt \
+        --out src/pocketlm/presets/pocketlm_gpt2_shakespeare --minutes 75 --seed 0
+
+The last 10% of the text is held out for validation (:func:`pocketlm.textdata.split_holdout`);
+the weights with the best validation loss are kept. A model card (README.md) and
+``training.json`` with the numbers are written beside the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .authoring import random_causal_lm
+from .config import ModelConfig
+from .textdata import read_text, split_holdout
+from .tokenizer import BPETokenizer
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    num_layers: int = 4
+    num_heads: int = 3
+    hidden_dim: int = 192
+    intermediate_dim: int = 768
+    max_sequence_length: int = 256
+    dropout: float = 0.1
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    max_steps: int = 4000
+    minutes: float = 75.0  # wall-clock budget; training stops early when it is spent
+    eval_every: int = 100
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+
+def _windows(tokens: np.ndarray, length: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    starts = rng.integers(0, len(tokens) - length - 1, size=count)
+    return np.stack([tokens[s:s + length + 1] for s in starts])
+
+
+def _val_batches(tokens: np.ndarray, length: int) -> np.ndarray:
+    n = (len(tokens) - 1) // length
+    return np.stack([tokens[i * length:i * length + length + 1] for i in range(n)])
+
+
+def train(cfg: TrainConfig) -> dict:
+    import keras
+
+    t0 = time.time()
+    text = read_text(cfg.data)
+    train_text, val_text = split_holdout(text, cfg.holdout_fraction)
+    tok = BPETokenizer.gpt2()
+    train_ids = np.asarray(tok.encode(train_text), dtype=np.int32)
+    val_ids = np.asarray(tok.encode(val_text), dtype=np.int32)
+    print(f"tokens: train {len(train_ids):,}, validation {len(val_ids):,} "
+          f"(tokenized in {time.time() - t0:.1f}s)", flush=True)
+
+    model_cfg = ModelConfig(num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                            hidden_dim=cfg.hidden_dim, intermediate_dim=cfg.intermediate_dim,
+                            max_sequence_length=cfg.max_sequence_length, dropout=cfg.dropout)
+    authored = random_causal_lm(model_cfg, sequence_length=cfg.max_sequence_length, seed=cfg.seed)
+    lm = authored.causal_lm
+    preprocessor = lm.preprocessor
+    lm.preprocessor = None  # we feed token ids directly
+    params = lm.backbone.count_params()
+    print(f"model: {params:,} parameters ({params * 4 / 2**20:.1f} MiB float32)", flush=True)
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, warmup_target=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps, decay_steps=max(1, cfg.max_steps - cfg.warmup_steps),
+        alpha=0.1)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
+                                       beta_2=0.98, clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    lm.compile(optimizer=optimizer,
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               jit_compile=False)
+
+    rng = np.random.default_rng(cfg.seed)
+    length = cfg.max_sequence_length
+    val = _val_batches(val_ids, length)
+    val_x = {"token_ids": val[:, :-1], "padding_mask": np.ones_like(val[:, :-1], dtype=bool)}
+    history, best = [], (math.inf, None, 0)
+    step, deadline = 0, t0 + cfg.minutes * 60
+    while step < cfg.max_steps and time.time() < deadline:
+        chunk = min(cfg.eval_every, cfg.max_steps - step)
+        batch = _windows(train_ids, length, chunk * cfg.batch_size, rng)
+        x = {"token_ids": batch[:, :-1], "padding_mask": np.ones_like(batch[:, :-1], dtype=bool)}
+        fit = lm.fit(x, batch[:, 1:], batch_size=cfg.batch_size, epochs=1, shuffle=False,
+                     verbose=0)
+        step += chunk
+        train_loss = float(fit.history["loss"][-1])
+        val_loss = lm.evaluate(val_x, val[:, 1:], batch_size=32, verbose=0, return_dict=True)
+        val_loss = float(val_loss["loss"])
+        elapsed = time.time() - t0
+        history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss,
+                        "minutes": round(elapsed / 60, 2)})
+        mark = ""
+        if val_loss < best[0]:
+            best = (val_loss, lm.backbone.get_weights(), step)
+            mark = " *"
+        print(f"step {step:5d}/{cfg.max_steps}  train {train_loss:.3f}  val {val_loss:.3f} "
+              f"(ppl {math.exp(val_loss):.1f})  {elapsed / 60:.1f} min{mark}", flush=True)
+
+    lm.backbone.set_weights(best[1])
+    lm.preprocessor = preprocessor
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm.save_to_preset(str(out))
+    samples = {}
+    for prompt in ["I'm enjoying a", "ROMEO:", "To be, or not"]:
+        ids = tok.encode(prompt)
+        gen = _greedy(lm, ids, 40)
+        samples[prompt] = tok.decode(ids + gen)
+    report = {"config": asdict(cfg), "parameters": int(params), "best_step": best[2],
+              "steps_run": step, "best_val_loss": best[0],
+              "best_val_perplexity": math.exp(best[0]),
+              "final_train_loss": history[-1]["train_loss"] if history else None,
+              "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)),
+              "minutes": round((time.time() - t0) / 60, 1), "history": history,
+              "greedy_samples": samples}
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"done: best validation loss {best[0]:.3f} (perplexity {math.exp(best[0]):.1f}) "
+          f"at step {best[2]}, {report['minutes']} min; preset in {out}", flush=True)
+    return report
+
+
+def _greedy(lm, ids: list[int], n: int) -> list[int]:
+    """Greedy continuation with the Keras model itself (no cache; fine for a sample)."""
+    seq = list(ids)
+    length = lm.backbone.max_sequence_length
+    for _ in range(n):
+        window = np.asarray([seq[-length:]], dtype=np.int32)
+        logits = lm({"token_ids": window, "padding_mask": np.ones_like(window, bool)})
+        seq.append(int(np.argmax(np.asarray(logits)[0, -1])))
+    return seq[len(ids):]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = TrainConfig(data="", out="")
+    for name, value in asdict(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("data", "out"):
+            parser.add_argument(flag, required=True)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    args = parser.parse_args(argv)
+    train(TrainConfig(**vars(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

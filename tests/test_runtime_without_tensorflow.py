@@ -1,0 +1,65 @@
+"""The runtime needs only ai-edge-litert, numpy and the tokenizer: never TensorFlow or Keras."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import REPO
+
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, sys
+    HEAVY = {"tensorflow", "keras", "keras_hub", "keras_nlp", "tf_keras", "tensorflow_text"}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in HEAVY:
+                raise ImportError(f"blocked: {name}")
+    sys.meta_path.insert(0, Block())
+    try:
+        import tensorflow
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the blocker does not work")
+""")
+
+
+def test_runtime_modules_import_with_tensorflow_blocked():
+    code = BLOCKER + "import pocketlm.runtime, pocketlm.cli, pocketlm.inspect; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_generate_and_info_with_tensorflow_blocked(tiny_models):
+    model = str(tiny_models["dynamic-int8"])
+    code = BLOCKER + textwrap.dedent(f"""
+        from pocketlm.cli import main
+        assert main(["generate", {model!r}, "I'm enjoying a", "-n", "10"]) == 0
+        assert main(["info", {model!r}]) == 0
+        assert not any(m.split(".")[0] in HEAVY for m in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("I'm enjoying a") and "pocketlm.kv-cache" in proc.stdout
+
+
+RUNTIME_PYTHON = os.environ.get("POCKETLM_RUNTIME_PYTHON")
+
+
+@pytest.mark.skipif(not RUNTIME_PYTHON, reason="set POCKETLM_RUNTIME_PYTHON to a venv with "
+                    "only the base install (.ci/run does)")
+def test_generate_in_a_venv_without_tensorflow(tiny_models):
+    """In a venv made by `pip install .` (no extras) TensorFlow is absent, and generate works."""
+    proc = subprocess.run([RUNTIME_PYTHON, "-c", "import tensorflow"], capture_output=True)
+    assert proc.returncode != 0, "the runtime venv has TensorFlow installed"
+    pocketlm = os.path.join(os.path.dirname(RUNTIME_PYTHON), "pocketlm")
+    proc = subprocess.run([pocketlm, "generate", str(tiny_models["float16"]), "I'm enjoying a",
+                           "-n", "10", "--stats"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("I'm enjoying a") and "tokens/s" in proc.stderr
