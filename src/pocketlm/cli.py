@@ -201,6 +201,80 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# -- bench ---------------------------------------------------------------------------------
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure size, load time, first-token time, decode speed "
+                                     "and peak memory of .tflite models",
+                       description="Benchmark .tflite models on the standard workload (10-token "
+                                   "prompt, 100 greedy new tokens, end token ignored), each in "
+                                   "its own process; medians over several runs after a warm-up.")
+    p.add_argument("models", nargs="*", help=".tflite files")
+    p.add_argument("--build-standard", metavar="DIR",
+                   help="first build the standard-workload model (GPT-2 small shape, random "
+                        "weights, seed 0) in each of --modes into DIR, and benchmark those")
+    p.add_argument("--modes", default="none,dynamic-int8,float16",
+                   help="quantization modes for --build-standard")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--new-tokens", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, bench, to_markdown
+
+    models = list(args.models)
+    if args.build_standard:
+        models += _build_standard(Path(args.build_standard), args.modes.split(","))
+    if not models:
+        raise PocketLMError("give .tflite files to benchmark, or --build-standard DIR")
+    for m in models:
+        if not Path(m).is_file():
+            raise PocketLMError(f"model file not found: {m}")
+
+    def progress(path: str, n: int, total: int, done: int, runs: int) -> None:
+        width = 20
+        filled = int(width * done / runs)
+        print(f"\r[{n}/{total}] {Path(path).name:<36} [{'#' * filled}{'.' * (width - filled)}]"
+              f" run {done}/{runs}", end="" if done < runs else "\n", file=sys.stderr,
+              flush=True)
+
+    report = bench(models, BenchConfig(args.runs, args.warmup, args.new_tokens, args.threads),
+                   progress=progress)
+    table = to_markdown(report)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+def _build_standard(folder: Path, modes: list[str]) -> list[str]:
+    """The standard-workload model in each mode (cached: an existing file is reused)."""
+    from .config import ExportConfig, ModelConfig, Quantization
+
+    paths, todo = [], []
+    for mode in modes:
+        q = Quantization.parse(mode)
+        path = folder / f"gpt2-small-random-{q.value}.tflite"
+        paths.append(str(path))
+        if not path.exists():
+            todo.append((q, path))
+    if todo:
+        _progress("loading the conversion stack (TensorFlow, KerasHub)...")
+        from .authoring import random_causal_lm
+        from .export import export
+
+        authored = random_causal_lm(ModelConfig(), sequence_length=256, seed=0)
+        for q, path in todo:
+            export(authored, path, ExportConfig(quantization=q), progress=_progress)
+    return paths
+
+
 # -- info ----------------------------------------------------------------------------------
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a .tflite file: contract, signatures, ops",
@@ -228,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_info(sub)
     _add_demo(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -1,4 +1,11 @@
-"""Running pocketlm's own KV-cache .tflite files with the LiteRT interpreter."""
+"""Running pocketlm's own KV-cache .tflite files with LiteRT.
+
+Speed comes from not moving the cache. With the CompiledModel API every signature reads the
+caches from one set of LiteRT tensor buffers and writes them to another, and the two sets
+swap roles after each call, so the cache never crosses into Python: a decode step copies a
+few ints in and the logits out. (Copying an 18 MB cache in and out through
+set_tensor/get_tensor cost 3-5 ms a step on GPT-2 small: ../shared/notes.)
+"""
 
 from __future__ import annotations
 
@@ -11,16 +18,6 @@ from ..config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import ContractError, RuntimeFailure
 from ..tokenizer import BPETokenizer
 
-
-def _interpreter(path: Path, num_threads: int):
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        return Interpreter(model_path=str(path), num_threads=num_threads)
-    except (ValueError, RuntimeError) as exc:
-        raise ContractError(f"LiteRT cannot load {path}: {str(exc).strip().splitlines()[0]}")
-
-
 def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
     blob = metadata.get(METADATA_KEY)
     if blob is None:
@@ -29,6 +26,44 @@ def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
         return ContractInfo.from_dict(json.loads(blob.decode("utf-8")))
     except (ValueError, TypeError) as exc:
         raise ContractError(f"the model's pocketlm metadata is corrupt: {exc}") from None
+
+
+def _compiled_model(path: Path, num_threads: int):
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.cpu_options import CpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    options = Options(hardware_accelerators=HardwareAccelerator.CPU,
+                      cpu_options=CpuOptions(num_threads=num_threads))
+    try:
+        return CompiledModel.from_file(str(path), options=options)
+    except (ValueError, RuntimeError) as exc:
+        raise ContractError(f"LiteRT cannot load {path}: {str(exc).strip().splitlines()[0]}")
+
+
+class _Signature:
+    """One signature with its LiteRT buffers bound for both cache directions."""
+
+    def __init__(self, model, name: str, caches: tuple[dict, dict]) -> None:
+        details = model.get_input_tensor_details(name)
+        logits_shape = model.get_output_tensor_details(name)["logits"]["shape"]
+        self.name = name
+        self.size = int(details["tokens"]["shape"][1])
+        self.logits_shape = tuple(int(x) for x in logits_shape)
+        self.logits_count = int(np.prod(self.logits_shape))
+        self.has_last_index = "last_index" in details
+        self.tokens = model.create_input_buffer_by_name(name, "tokens")
+        self.input_pos = model.create_input_buffer_by_name(name, "input_pos")
+        small = {"tokens": self.tokens, "input_pos": self.input_pos}
+        if self.has_last_index:
+            self.last_index = model.create_input_buffer_by_name(name, "last_index")
+            small["last_index"] = self.last_index
+        self.logits = model.create_output_buffer_by_name(name, "logits")
+        a, b = caches
+        # Direction 0 reads set A and writes set B; direction 1 the other way round.
+        self.inputs = ({**small, **a}, {**small, **b})
+        self.outputs = ({"logits": self.logits, **b}, {"logits": self.logits, **a})
 
 
 class KVCacheModel:
@@ -48,32 +83,42 @@ class KVCacheModel:
         self.tokenizer = tokenizer
         self.end_token_id = int(info.end_token_id)
         self.sequence_length = int(info.sequence_length)
-        self.interpreter = _interpreter(path, num_threads)
-        sigs = self.interpreter.get_signature_list()
+        self._model = _compiled_model(path, num_threads)
+        sigs = self._model.get_signature_list()
         missing = [n for n in info.prefill if n not in sigs]
         if missing:
             raise ContractError(f"{path} says it has signatures {missing} but does not")
-        self._runners = {name: self.interpreter.get_signature_runner(name) for name in sigs}
-        self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
         layers = int(info.model.get("num_layers", 0))
         self._cache_names = [f"{kv}_cache_{i}" for i in range(layers) for kv in ("k", "v")]
-        details = self._runners["decode"].get_input_details()
-        self._caches = {n: np.zeros(details[n]["shape"], np.float32) for n in self._cache_names}
+        caches = tuple({n: self._model.create_input_buffer_by_name("decode", n)
+                        for n in self._cache_names} for _ in range(2))
+        # New buffers hold whatever was in memory; a NaN there would survive the mask
+        # (0 * NaN in probs @ V), so both sets start zeroed, once.
+        shape = self._model.get_input_tensor_details("decode")[self._cache_names[0]]["shape"]
+        zeros = np.zeros(shape, np.float32)
+        for cache_set in caches:
+            for buf in cache_set.values():
+                buf.write(zeros)
+        self._sigs = {name: _Signature(self._model, name, caches)
+                      for name in sigs if name in info.prefill or name == "score"}
+        self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
+        self._direction = 0  # which cache set holds the current cache
         self._pos = 0
 
     # -- low level ------------------------------------------------------------------------
     def _run(self, name: str, tokens: list[int], start: int, last: int | None) -> np.ndarray:
-        inputs = {"tokens": np.asarray([tokens], np.int32),
-                  "input_pos": np.asarray([start], np.int32), **self._caches}
-        if last is not None:
-            inputs["last_index"] = np.asarray([last], np.int32)
+        sig = self._sigs[name]
+        sig.tokens.write(np.asarray(tokens, np.int32))
+        sig.input_pos.write(np.asarray([start], np.int32))
+        if sig.has_last_index:
+            sig.last_index.write(np.asarray([0 if last is None else last], np.int32))
+        d = self._direction
         try:
-            out = self._runners[name](**inputs)
+            self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"the interpreter failed in {name}: {exc}") from None
-        for n in self._cache_names:
-            self._caches[n] = out[n]
-        return out["logits"]
+        self._direction = 1 - d
+        return sig.logits.read(sig.logits_count, np.float32).reshape(sig.logits_shape)
 
     def _plan(self, start: int, count: int) -> tuple[str, int]:
         """The signature for the next chunk: the smallest that covers the rest (padded if
@@ -86,13 +131,15 @@ class KVCacheModel:
 
     # -- StepModel ------------------------------------------------------------------------
     def start(self, ids: list[int]) -> np.ndarray:
-        """Fill the cache with ``ids`` from position 0; return the last token's logits."""
+        """Fill the cache with ``ids`` from position 0; return the last token's logits.
+
+        Old cache contents need no clearing: the causal mask hides every position after
+        the one being written, and each is overwritten before it is first read.
+        """
         if not ids:
             raise ValueError("start() needs at least one token")
         if len(ids) > self.sequence_length:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
-        for n in self._cache_names:
-            self._caches[n].fill(0.0)
         pos, logits = 0, None
         while pos < len(ids):
             name, t = self._plan(pos, len(ids) - pos)
@@ -109,23 +156,20 @@ class KVCacheModel:
             raise ValueError("the cache is full")
         logits = self._run("decode", [int(token)], self._pos, 0)
         self._pos += 1
-        return np.asarray(logits).reshape(-1)
+        return logits.reshape(-1)
 
     def score(self, ids: list[int]) -> np.ndarray:
         """Logits after every token of ``ids`` (teacher forcing), shape (len(ids), vocab)."""
         n = int(self.info.notes.get("score_tokens", 0))
-        if "score" not in self._runners or n < 1:
+        if "score" not in self._sigs or n < 1:
             raise ContractError(f"{self.path} has no score signature")
         if len(ids) > self.sequence_length:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
-        for name in self._cache_names:
-            self._caches[name].fill(0.0)
         rows = []
         pos = 0
         while pos < len(ids):
-            chunk = ids[pos:pos + n]
-            real = len(chunk)
-            start = min(pos, self.sequence_length - n)  # last chunk may overlap earlier rows
+            real = len(ids[pos:pos + n])
+            start = min(pos, self.sequence_length - n)  # last chunk may redo earlier rows
             chunk = ids[start:start + n]
             chunk = chunk + [self.end_token_id] * (n - len(chunk))
             logits = self._run("score", chunk, start, None)[0]

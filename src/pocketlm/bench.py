@@ -1,0 +1,166 @@
+"""``pocketlm bench``: size, load time, time to first token, decode speed and peak memory.
+
+The standard workload (../shared/peers uses the same): batch 1, a fixed 10-token prompt, then
+exactly 100 new tokens chosen greedily with the end token ignored, 2 threads. Each model is
+measured in its own child process, so load time and peak RSS are that model's alone; inside
+it, one warm-up run (XNNPACK packs weights on the first call) and then ``runs`` timed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# The peers' prompt ("The quick brown fox jumps over the lazy dog." in GPT-2 ids).
+PROMPT_IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]
+LONG_PROMPT_TOKENS = 128
+
+
+@dataclass
+class BenchConfig:
+    runs: int = 5
+    warmup: int = 1
+    new_tokens: int = 100
+    threads: int = 2
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _one_run(model, new_tokens: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    logits = model.start(PROMPT_IDS)
+    token = int(np.argmax(logits))
+    t1 = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        token = int(np.argmax(model.step(token)))
+    t_end = time.perf_counter()
+    long_ids = [(PROMPT_IDS * 13)[i] for i in range(LONG_PROMPT_TOKENS)]
+    t2 = time.perf_counter()
+    np.argmax(model.start(long_ids))
+    t3 = time.perf_counter()
+    return {"ttft_10_s": t1 - t0, "ttft_128_s": t3 - t2,
+            "decode_tok_s": (new_tokens - 1) / (t_end - t1), "total_100_s": t_end - t0}
+
+
+def worker(path: str, cfg: BenchConfig) -> dict:
+    """Runs inside the child process: load, warm up, time ``cfg.runs`` runs."""
+    from .runtime import load_model
+
+    rss_before = _rss_mb()
+    t0 = time.perf_counter()
+    model = load_model(path, num_threads=cfg.threads)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(cfg.warmup):
+        _one_run(model, cfg.new_tokens)
+    warmup_s = time.perf_counter() - t0
+    runs = []
+    for i in range(cfg.runs):
+        runs.append(_one_run(model, cfg.new_tokens))
+        print(f"PROGRESS {i + 1}/{cfg.runs}", file=sys.stderr, flush=True)
+    return {"model": path, "file_mb": os.path.getsize(path) / 2**20, "load_s": load_s,
+            "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
+            "rss_before_load_mb": rss_before,
+            "quantization": getattr(model, "info", None) and model.info.quantization}
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench(paths: list[str], cfg: BenchConfig, progress=None) -> dict:
+    """Measure every model in a child process; returns a JSON-ready report."""
+    results = []
+    for n, path in enumerate(paths, 1):
+        cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--runs", str(cfg.runs),
+               "--warmup", str(cfg.warmup), "--new-tokens", str(cfg.new_tokens),
+               "--threads", str(cfg.threads)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("PROGRESS") and progress:
+                done, total = map(int, line.split()[1].split("/"))
+                progress(path, n, len(paths), done, total)
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            results.append({"model": path, "error": f"benchmark process exited with "
+                                                    f"{proc.returncode}"})
+            continue
+        raw = json.loads(out.strip().splitlines()[-1])
+        keys = raw["runs"][0].keys()
+        raw["summary"] = {k: _summary([r[k] for r in raw["runs"]]) for k in keys}
+        results.append(raw)
+    return {"workload": {"prompt_tokens": len(PROMPT_IDS), "long_prompt_tokens":
+                         LONG_PROMPT_TOKENS, "new_tokens": cfg.new_tokens, "greedy": True,
+                         "end_token": "ignored", "threads": cfg.threads, "runs": cfg.runs,
+                         "warmup": cfg.warmup},
+            "machine": machine_info(), "results": results}
+
+
+def machine_info() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import ai_edge_litert
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "ai_edge_litert": getattr(ai_edge_litert, "__version__", "?"),
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def to_markdown(report: dict) -> str:
+    rows = ["| model | quantization | file MiB | load s | TTFT 10 ms | TTFT 128 ms | decode tok/s "
+            "(min-max) | 100 tokens s | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        if "error" in r:
+            rows.append(f"| {Path(r['model']).name} | error: {r['error']} |||||||")
+            continue
+        s = r["summary"]
+        d = s["decode_tok_s"]
+        rows.append(f"| {Path(r['model']).name} | {r['quantization']} | {r['file_mb']:.1f} | "
+                    f"{r['load_s']:.2f} | {s['ttft_10_s']['median'] * 1000:.1f} | "
+                    f"{s['ttft_128_s']['median'] * 1000:.0f} | {d['median']:.1f} "
+                    f"({d['min']:.1f}-{d['max']:.1f}) | {s['total_100_s']['median']:.2f} | "
+                    f"{r['peak_rss_mb']:.0f} |")
+    w = report["workload"]
+    m = report["machine"]
+    return "\n".join(rows) + (
+        f"\n\nWorkload: {w['prompt_tokens']}-token prompt, {w['new_tokens']} greedy new tokens "
+        f"(end token ignored), {w['threads']} threads; {w['warmup']} warm-up + {w['runs']} timed "
+        f"runs per model, medians. Machine: {m['cpu']}, {m['cores']} cores, Python "
+        f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--worker", required=True)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--new-tokens", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    cfg = BenchConfig(a.runs, a.warmup, a.new_tokens, a.threads)
+    print(json.dumps(worker(a.worker, cfg)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
