@@ -115,3 +115,16 @@ def _wrap(lm: keras_hub.models.GPT2CausalLM, source: str) -> AuthoredModel:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def keras_scorer(authored: AuthoredModel):
+    """``ids -> logits (len(ids), vocab)`` with the Keras float model (the reference)."""
+    import numpy as np
+
+    lm = authored.causal_lm
+
+    def score(ids: list[int]) -> "np.ndarray":
+        x = np.asarray([ids], np.int32)
+        return np.asarray(lm({"token_ids": x, "padding_mask": np.ones_like(x, bool)}))[0]
+
+    return score

@@ -9,8 +9,14 @@ set_tensor/get_tensor cost 3-5 ms a step on GPT-2 small: ../shared/notes.)
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import json
+import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -28,16 +34,54 @@ def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
         raise ContractError(f"the model's pocketlm metadata is corrupt: {exc}") from None
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence LiteRT's native INFO/WARNING chatter on fd 2 (plugin discovery, accelerator
+    registry), unless POCKETLM_VERBOSE is set. Errors still arrive as Python exceptions."""
+    if os.environ.get("POCKETLM_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    python_stderr = sys.stderr
+    try:
+        os.dup2(devnull, 2)
+        sys.stderr = io.StringIO()  # some of the chatter is routed through sys.stderr
+        yield
+    finally:
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_ENVIRONMENT = None
+
+
 def _compiled_model(path: Path, num_threads: int):
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.cpu_options import CpuOptions
+    from ai_edge_litert.environment import Environment
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
     from ai_edge_litert.options import Options
 
+    global _ENVIRONMENT
     options = Options(hardware_accelerators=HardwareAccelerator.CPU,
                       cpu_options=CpuOptions(num_threads=num_threads))
     try:
-        return CompiledModel.from_file(str(path), options=options)
+        if _ENVIRONMENT is None:
+            # One environment per process; CPU only, so no vendor NPU plugins to probe.
+            # (Plugin paths point at this package's folder, which holds no plugins.)
+            import ai_edge_litert
+            here = os.path.dirname(os.path.abspath(__file__))
+            _ENVIRONMENT = Environment.create(
+                runtime_path=os.path.dirname(ai_edge_litert.__file__),
+                compiler_plugin_path=here, dispatch_library_path=here)
+            if not os.environ.get("POCKETLM_VERBOSE"):
+                # LiteRT logs again when its objects are destroyed at interpreter exit.
+                atexit.register(lambda: os.dup2(os.open(os.devnull, os.O_WRONLY), 2))
+        return CompiledModel.from_file(str(path), environment=_ENVIRONMENT, options=options)
     except (ValueError, RuntimeError) as exc:
         raise ContractError(f"LiteRT cannot load {path}: {str(exc).strip().splitlines()[0]}")
 
@@ -83,6 +127,14 @@ class KVCacheModel:
         self.tokenizer = tokenizer
         self.end_token_id = int(info.end_token_id)
         self.sequence_length = int(info.sequence_length)
+        with quiet_native_stderr():  # LiteRT sets up its accelerators here, chattily
+            self._setup(path, info, num_threads)
+        self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
+        self._direction = 0  # which cache set holds the current cache
+        self._warm = False
+        self._pos = 0
+
+    def _setup(self, path: Path, info: ContractInfo, num_threads: int) -> None:
         self._model = _compiled_model(path, num_threads)
         sigs = self._model.get_signature_list()
         missing = [n for n in info.prefill if n not in sigs]
@@ -101,9 +153,6 @@ class KVCacheModel:
                 buf.write(zeros)
         self._sigs = {name: _Signature(self._model, name, caches)
                       for name in sigs if name in info.prefill or name == "score"}
-        self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
-        self._direction = 0  # which cache set holds the current cache
-        self._pos = 0
 
     # -- low level ------------------------------------------------------------------------
     def _run(self, name: str, tokens: list[int], start: int, last: int | None) -> np.ndarray:
@@ -114,7 +163,12 @@ class KVCacheModel:
             sig.last_index.write(np.asarray([0 if last is None else last], np.int32))
         d = self._direction
         try:
-            self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
+            if self._warm:
+                self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
+            else:  # LiteRT sets up its accelerators (and logs about it) on the first run
+                with quiet_native_stderr():
+                    self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
+                self._warm = True
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"the interpreter failed in {name}: {exc}") from None
         self._direction = 1 - d
