@@ -47,3 +47,11 @@ def tiny_models(tiny_authored, tmp_path_factory) -> dict[str, Path]:
         paths[mode] = export(tiny_authored, out / f"tiny-{mode}.tflite", cfg,
                              progress=lambda _msg: None).path
     return paths
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep pocketlm's caches (converted models, XNNPACK weights, verified files) out of the
+    user's home: every test process and its children use a fresh folder."""
+    os.environ["POCKETLM_CACHE"] = str(tmp_path_factory.mktemp("pocketlm-cache"))
+    yield
