@@ -75,6 +75,12 @@ def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: Generation
     budget = max(sequence_length - cfg.max_new_tokens, sequence_length // 2, 1)
     if len(ids) > budget:
         ids, truncated = ids[-budget:], True
+    if truncated:
+        # Cutting tokens can split a multi-byte character: drop its orphaned tail bytes so
+        # the prompt starts on a whole character.
+        while ids and tokenizer.token_bytes[ids[0]][:1] and (
+                tokenizer.token_bytes[ids[0]][0] & 0xC0) == 0x80:
+            ids = ids[1:]
     if not ids:
         raise PromptError("the prompt has no tokens after applying the context window")
     return PreparedPrompt(tokenizer.decode(ids), ids, truncated)
