@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_SEQ = 64
 TINY_PREFILL = (16, 4)
-MODES = ("none", "dynamic-int8", "float16", "full-int8")
+MODES = ("none", "dynamic-int8", "float16", "full-int8", "int4")
 
 
 @pytest.fixture(scope="session")

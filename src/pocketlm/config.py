@@ -28,13 +28,15 @@ class Quantization(str, enum.Enum):
     DYNAMIC_INT8 = "dynamic-int8"  # int8 weights, float activations (Optimize.DEFAULT)
     FLOAT16 = "float16"  # float16 weights, widened to float32 at load on CPUs
     FULL_INT8 = "full-int8"  # int8 weights and activations, calibrated
+    INT4 = "int4"  # int4 channelwise weights (ai-edge-quantizer), activations dynamic
 
     @classmethod
     def parse(cls, value: str | Quantization) -> Quantization:
         if isinstance(value, Quantization):
             return value
         aliases = {"float32": cls.NONE, "fp32": cls.NONE, "int8": cls.DYNAMIC_INT8,
-                   "dynamic": cls.DYNAMIC_INT8, "fp16": cls.FLOAT16, "int8-full": cls.FULL_INT8}
+                   "dynamic": cls.DYNAMIC_INT8, "fp16": cls.FLOAT16, "int8-full": cls.FULL_INT8,
+                   "4bit": cls.INT4, "dynamic-int4": cls.INT4}
         key = value.strip().lower()
         if key in aliases:
             return aliases[key]

@@ -40,9 +40,11 @@ class ExportResult:
     seconds: float
 
 
-def build_module(authored: AuthoredModel, sequence_length: int) -> KVCacheGPT2:
+def build_module(authored: AuthoredModel, sequence_length: int,
+                 int8_embedding: bool = False) -> KVCacheGPT2:
     seq = min(sequence_length, authored.config.max_sequence_length)
-    return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq)
+    return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
+                       int8_embedding=int8_embedding)
 
 
 def signature_functions(module: KVCacheGPT2, cfg: ExportConfig) -> dict[str, object]:
@@ -122,7 +124,25 @@ def _converter(saved_model: str, names: list[str], cfg: ExportConfig,
 
 
 _BYTES_PER_WEIGHT = {Quantization.NONE: 4.0, Quantization.FLOAT16: 2.0,
-                     Quantization.DYNAMIC_INT8: 1.3, Quantization.FULL_INT8: 2.0}
+                     Quantization.DYNAMIC_INT8: 1.3, Quantization.FULL_INT8: 2.0,
+                     Quantization.INT4: 1.0}
+
+
+def quantize_int4(float_model: bytes) -> bytes:
+    """Channelwise int4 weights for the FULLY_CONNECTED ops, activations quantized on the fly
+    by the kernel (dynamic), so XNNPACK runs them as int4 GEMMs. Needs ai-edge-quantizer."""
+    try:
+        from ai_edge_quantizer import qtyping, quantizer
+    except ImportError:
+        raise ConversionError("int4 needs ai-edge-quantizer: pip install "
+                              "'pocketlm[convert]' (or ai-edge-quantizer)") from None
+    q = quantizer.Quantizer(float_model)
+    q.add_dynamic_config(".*", qtyping.TFLOperationName.FULLY_CONNECTED, 4,
+                         qtyping.QuantGranularity.CHANNELWISE)
+    try:
+        return bytes(q.quantize(enable_progress_report=False).quantized_model)
+    except Exception as exc:
+        raise ConversionError(f"int4 quantization failed: {str(exc).strip()[:1000]}") from None
 
 
 def available_memory_bytes() -> int | None:
@@ -174,7 +194,8 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
                  f"the cache is limited to that")
     progress(f"[1/4] building the KV-cache graph ({authored.config.num_layers} layers, "
              f"cache {min(cfg.sequence_length, authored.config.max_sequence_length)})")
-    module = build_module(authored, cfg.sequence_length)
+    module = build_module(authored, cfg.sequence_length,
+                          int8_embedding=cfg.quantization is Quantization.INT4)
     funcs = signature_functions(module, cfg)
     samples = None
     if cfg.quantization is Quantization.FULL_INT8:
@@ -189,6 +210,9 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
             flat = _converter(tmp, list(funcs), cfg, samples).convert()
         except Exception as exc:
             raise ConversionError(f"the TFLite converter failed: {str(exc).strip()[:2000]}")
+    if cfg.quantization is Quantization.INT4:
+        progress("      int4 weights for every FULLY_CONNECTED (ai-edge-quantizer)")
+        flat = quantize_int4(flat)
     info = ContractInfo(
         model=authored.config.to_dict(), sequence_length=module.seq,
         prefill={"decode": 1, **cfg.prefill_signatures()},

@@ -209,12 +209,33 @@ def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     model.metadata = list(model.metadata or [])
     model.buffers = list(model.buffers or [])
+    for buf in model.buffers:
+        # Some tools (ai-edge-quantizer) store weights after the flatbuffer and point at them
+        # by offset; a re-pack would drop that tail, so bring the bytes inline first.
+        if buf.offset and buf.offset > 1:
+            buf.data = np.frombuffer(model_bytes, np.uint8, int(buf.size), int(buf.offset))
+            buf.offset, buf.size = 0, 0
+    # Buffers are shared only when their bytes AND the way every tensor reads them (type,
+    # quantization scales and zero points) match: XNNPACK's weight cache keys packed
+    # weights by buffer, so two readings of one buffer would get one packing.
+    readings: dict[int, set] = {}
+    for sub in model.subgraphs or []:
+        for tensor in sub.tensors or []:
+            q = tensor.quantization
+            reading = (tensor.type,
+                       None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
+                       None if q is None or q.zeroPoint is None
+                       else np.asarray(q.zeroPoint).tobytes(),
+                       None if q is None else q.quantizedDimension)
+            readings.setdefault(tensor.buffer, set()).add(reading)
     first: dict[bytes, int] = {}
     remap: dict[int, int] = {}
     for i, buf in enumerate(model.buffers):
         if i == 0 or buf.data is None or len(buf.data) < 1024:
             continue
-        key = hashlib.sha256(np.asarray(buf.data).tobytes()).digest()
+        h = hashlib.sha256(np.asarray(buf.data).tobytes())
+        h.update(repr(sorted(readings.get(i, set()), key=repr)).encode())
+        key = h.digest()
         if key in first:
             remap[i] = first[key]
             buf.data = None

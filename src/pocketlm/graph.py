@@ -42,13 +42,22 @@ class KVCacheGPT2(tf.Module):
     """The exportable graph. Weights are copied into raw ``tf.Variable``s so they freeze."""
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig,
-                 sequence_length: int) -> None:
+                 sequence_length: int, int8_embedding: bool = False) -> None:
         super().__init__(name="pocketlm_gpt2")
         self.config = config
         self.seq = sequence_length
         c = config
         var = lambda key: tf.Variable(weights[key], trainable=False)  # noqa: E731
         self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
+        self.int8_embedding = int8_embedding
+        if int8_embedding:
+            # The lookup reads an int8 copy with one scale per row, quantized here by hand:
+            # quantizers that only handle FULLY_CONNECTED (int4) would otherwise leave the
+            # whole float32 table in the file just for the GATHER.
+            table = weights["token_embedding/embeddings"]
+            scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0
+            self.wte_q = tf.Variable(np.round(table / scale).astype(np.int8), trainable=False)
+            self.wte_scale = tf.Variable(scale.astype(np.float32), trainable=False)
         self.wpe = tf.Variable(weights["position_embedding/embeddings"][:sequence_length],
                                trainable=False)  # (S, D)
         self.layers = []
@@ -109,7 +118,7 @@ class KVCacheGPT2(tf.Module):
         """Hidden states (T, D) of ``tokens`` placed at ``input_pos``, and the new caches."""
         t = tf.shape(tokens)[1]
         positions = input_pos[0] + tf.range(t, dtype=tf.int32)  # (T,)
-        x = tf.gather(self.wte, tokens[0]) + tf.gather(self.wpe, positions)  # (T, D)
+        x = self._embed(tokens[0]) + tf.gather(self.wpe, positions)  # (T, D)
         # Causal mask from int32 positions (a float mask breaks full-int8 quantization).
         allowed = tf.range(self.seq, dtype=tf.int32)[None, :] <= positions[:, None]  # (T, S)
         allowed = allowed[None, None]  # (1, 1, T, S)
@@ -124,6 +133,12 @@ class KVCacheGPT2(tf.Module):
             x = x + self._dense(m, layer["proj_w"], layer["proj_b"])
             new_caches += [k, v]
         return self._layer_norm(x, self.lnf_g, self.lnf_b), new_caches
+
+    def _embed(self, ids):  # (T,) -> (T, D)
+        if not self.int8_embedding:
+            return tf.gather(self.wte, ids)
+        rows = tf.cast(tf.gather(self.wte_q, ids), tf.float32)
+        return rows * tf.gather(self.wte_scale, ids)
 
     def _head(self, h):  # (N, D) -> (N, V), with the tied embedding as FULLY_CONNECTED weights
         return tf.matmul(h, self.wte, transpose_b=True)
