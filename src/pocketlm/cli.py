@@ -22,7 +22,9 @@ def _progress(msg: str) -> None:
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="author a KerasHub GPT-2 and convert it to .tflite",
                        description="Build a KerasHub GPT-2 causal LM and convert it to one "
-                                   "KV-cache .tflite with prefill/decode signatures.")
+                                   "KV-cache .tflite with prefill/decode signatures (or, with "
+                                   "--format android, the recipe's string-in, string-out "
+                                   "model).")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="embedded preset name, KerasHub preset name (needs "
                                       "network), or a local preset directory "
@@ -40,6 +42,13 @@ def _add_convert(sub) -> None:
                                               "(default: a built-in sample)")
     p.add_argument("--calibration-samples", type=int, default=32)
     p.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    p.add_argument("--format", choices=["kv-cache", "android"], default="kv-cache",
+                   help="kv-cache: prefill/decode signatures, builtin ops only (default); "
+                        "android: the recipe's string-in, string-out model, tokenizer and "
+                        "decode loop in the graph, Select-TF ops (see docs/formats.md)")
+    p.add_argument("--max-length", type=int, default=100,
+                   help="android format: most tokens (start token, prompt, continuation), "
+                        "frozen into the file (default 100, as in the recipe)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -81,7 +90,12 @@ def cmd_convert(args) -> int:
         authored = random_causal_lm(_random_config(args.random), args.sequence_length, args.seed)
     else:
         authored = load_causal_lm(args.preset or DEFAULT_PRESET, args.sequence_length)
-    result = export(authored, args.output, cfg, progress=_progress)
+    if args.format == "android":
+        from .export_android import export_android
+        result = export_android(authored, args.output, args.max_length, quant,
+                                progress=_progress)
+    else:
+        result = export(authored, args.output, cfg, progress=_progress)
     print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {quant.value}, "
           f"signatures {', '.join(result.signatures)}) in {result.seconds:.1f}s")
     return 0
@@ -106,6 +120,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-prompt", action="store_true", help="print only the completion")
     p.add_argument("--stats", action="store_true", help="print timings to stderr")
+    p.add_argument("--trust", action="store_true",
+                   help="skip the first-use check that loads the file in a child process "
+                        "(so a corrupt file cannot crash this one)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -129,7 +146,14 @@ def cmd_generate(args) -> int:
     except ValueError as exc:
         raise PocketLMError(str(exc)) from None
     prompt = _read_prompt(args.prompt)
+    if not args.trust:
+        from .runtime.guard import verify_in_child
+        verify_in_child(args.model, tokenizer=args.tokenizer)  # a crash stays in the child
     model = load_model(args.model, tokenizer=args.tokenizer, num_threads=args.threads)
+    sampling = cfg.temperature or cfg.top_k or cfg.top_p < 1
+    if sampling and getattr(model, "fixed_sampling", False):
+        _progress("note: this model picks its tokens inside its graph (greedy); "
+                  "--temperature, --top-k and --top-p do not apply")
     done = Completion(PreparedPrompt("", [], False))
     out = sys.stdout
     pieces = stream(model, prompt, cfg, done)
@@ -148,7 +172,11 @@ def cmd_generate(args) -> int:
         if done.prompt.truncated:
             _progress(f"note: the prompt was cut to its last {len(done.prompt.ids)} tokens "
                       "to fit the model's window")
-        if args.stats:
+        if args.stats and getattr(model, "fixed_sampling", False):
+            _progress(f"{len(done.prompt.ids)} prompt tokens, {len(done.token_ids)} new tokens; "
+                      f"the graph ran the whole generation in "
+                      f"{done.time_to_first_token * 1000:.0f} ms")
+        elif args.stats:
             _progress(f"{len(done.prompt.ids)} prompt tokens, {len(done.token_ids)} new tokens "
                       f"({done.stop_reason}); first token {done.time_to_first_token * 1000:.0f} "
                       f"ms, {done.tokens_per_second:.1f} tokens/s")
@@ -275,6 +303,106 @@ def _build_standard(folder: Path, modes: list[str]) -> list[str]:
     return paths
 
 
+# -- eval / compare ------------------------------------------------------------------------
+def _add_quality(sub) -> None:
+    p = sub.add_parser("eval", help="perplexity of .tflite models on a text (and agreement "
+                                    "with the Keras float model)",
+                       description="Sliding-window perplexity of each MODEL on --text; with "
+                                   "--reference PRESET also the Keras float model's perplexity, "
+                                   "top-1 agreement and mean KL against it.")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--text", required=True, help="a UTF-8 text file")
+    p.add_argument("--holdout", type=float, help="evaluate only the last fraction (e.g. 0.1)")
+    p.add_argument("--reference", help="a preset (name or directory) for the float reference")
+    p.add_argument("--window", type=int, default=256)
+    p.add_argument("--stride", type=int, default=128)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--json", metavar="FILE")
+    p.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="convert to every quantization and write a decision "
+                                       "table (markdown, JSON, PNG)",
+                       description="Convert a preset in every mode, then measure size, speed, "
+                                   "perplexity, agreement, KL and greedy divergence of each.")
+    c.add_argument("--preset", help="default: the embedded model")
+    c.add_argument("--text", required=True)
+    c.add_argument("--holdout", type=float)
+    c.add_argument("--modes", default="none,float16,dynamic-int8,full-int8")
+    c.add_argument("--calibration-text", help="text file for full-int8 calibration")
+    c.add_argument("--window", type=int, default=256)
+    c.add_argument("--stride", type=int, default=128)
+    c.add_argument("--max-tokens", type=int)
+    c.add_argument("--bench-runs", type=int, default=3)
+    c.add_argument("--extra", action="append", default=[], metavar="LABEL=FILE",
+                   help="also compare an existing .tflite (repeatable)")
+    c.add_argument("-o", "--out-dir", required=True)
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_eval(args) -> int:
+    from .quality import evaluate
+    from .runtime import load_model
+    from .textdata import read_text
+
+    models = {Path(m).name: load_model(m) for m in args.models}
+    scorers = {k: m.score for k, m in models.items()}
+    tokenizer = next(iter(models.values())).tokenizer
+    reference = None
+    if args.reference:
+        _progress("loading the Keras reference model...")
+        from .authoring import keras_scorer, load_causal_lm
+        reference = "keras-float32"
+        scorers = {reference: keras_scorer(load_causal_lm(args.reference, args.window)),
+                   **scorers}
+    from .compare import eval_ids
+    ids = eval_ids(tokenizer, read_text(args.text), args.holdout, args.max_tokens)
+    window = min([args.window] + [m.sequence_length for m in models.values()])
+    stride = min(args.stride, window)
+    _progress(f"{len(ids):,} tokens, window {window}, stride {stride}")
+
+    def tick(done: int, total: int) -> None:
+        print(f"\r  window {done}/{total}", end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+
+    results = evaluate(ids, scorers, window, stride, reference, progress=tick).results()
+    print("| model | perplexity | top-1 agreement | mean KL |\n|---|---:|---:|---:|")
+    for name, r in results.items():
+        agree = "-" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.2f}%"
+        kl = "-" if r["mean_kl"] is None else f"{r['mean_kl']:.4f}"
+        print(f"| {name} | {r['perplexity']:.3f} | {agree} | {kl} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"text": args.text, "holdout": args.holdout,
+                                               "tokens": len(ids), "window": window,
+                                               "stride": stride, "results": results}, indent=2))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .presets import DEFAULT_PRESET
+
+    _progress("loading the conversion stack (TensorFlow, KerasHub)...")
+    from .compare import CompareConfig, run_compare, to_markdown
+    from .textdata import read_text
+
+    extra = {}
+    for item in args.extra:
+        label, _, path = item.partition("=")
+        if not path:
+            raise PocketLMError(f"--extra takes LABEL=FILE, not {item!r}")
+        extra[label] = path
+    cfg = CompareConfig(preset=args.preset or DEFAULT_PRESET, text=args.text,
+                        out_dir=args.out_dir, modes=tuple(args.modes.split(",")),
+                        holdout=args.holdout, window=args.window, stride=args.stride,
+                        max_tokens=args.max_tokens, bench_runs=args.bench_runs,
+                        calibration_text=(read_text(args.calibration_text)
+                                          if args.calibration_text else None),
+                        extra_models=extra)
+    report = run_compare(cfg, progress=_progress)
+    print(to_markdown(report))
+    print(f"wrote {args.out_dir}/compare.md, compare.json, compare.png")
+    return 0
+
+
 # -- info ----------------------------------------------------------------------------------
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="describe a .tflite file: contract, signatures, ops",
@@ -293,6 +421,43 @@ def cmd_info(args) -> int:
     return 0
 
 
+# -- serve ---------------------------------------------------------------------------------
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="the autocomplete web app and an OpenAI-style HTTP API",
+                       description="Serve the autocomplete web app and an OpenAI-compatible "
+                                   "HTTP API (POST /v1/completions, GET /v1/models, GET "
+                                   "/health) on 127.0.0.1. Needs no TensorFlow for a "
+                                   "converted model.")
+    p.add_argument("model", nargs="?", help="a .tflite model or a directory of them "
+                                            "(default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("-p", "--port", type=int, default=8765, help="port (default 8765; 0 = any)")
+    p.add_argument("--models-dir", help="directory the model picker lists (default: the "
+                                        "model's own directory)")
+    p.add_argument("--queue-size", type=int, default=4,
+                   help="requests that may wait per model while one runs (default 4); "
+                        "more get 503")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads per model")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="log prompts (off by default: prompts stay private)")
+    p.add_argument("--block-words", metavar="FILE",
+                   help="extra words for the profanity filter, one per line")
+    p.add_argument("--allow-words", metavar="FILE",
+                   help="words the profanity filter must let through, one per line")
+    p.add_argument("--token-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="slow generation down per token (demos and tests)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from .app.launch import build_config
+    from .app.server import serve
+
+    serve(build_config(args, _progress))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pocketlm", description="Put a KerasHub LLM on the device: convert, quantize, run.")
@@ -303,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_demo(sub)
     _add_bench(sub)
+    _add_quality(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -1,0 +1,137 @@
+"""The models the server may run: the compatible ``.tflite`` files of one directory.
+
+Model ids are plain file names inside that directory. A request can only name an id that a
+scan found, and a scan only keeps files whose real path (symlinks resolved) stays inside
+the directory, so no request can make the server open a file elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import TOKENIZER_METADATA_KEY, ContractInfo
+from ..errors import PocketLMError
+from ..runtime.kvcache import KVCacheModel
+from ..runtime.loader import inspect_model
+from ..tokenizer import BPETokenizer
+
+MODEL_SUFFIX = ".tflite"
+
+
+@dataclass
+class ModelEntry:
+    """One ``.tflite`` file of the models directory, compatible or not."""
+
+    id: str
+    path: Path
+    size_bytes: int
+    mtime: float
+    compatible: bool
+    reason: str = ""  # why it is not compatible
+    contract: ContractInfo | None = None
+    tokenizer_blob: bytes | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What the picker and the API show (never the absolute path)."""
+        out: dict[str, Any] = {"id": self.id, "size_bytes": self.size_bytes,
+                               "compatible": self.compatible}
+        if self.contract is not None:
+            c = self.contract
+            out.update(contract=f"{c.contract} v{c.contract_version}",
+                       quantization=c.quantization, sequence_length=c.sequence_length,
+                       layers=c.model.get("num_layers"), source=c.source)
+        if not self.compatible:
+            out["reason"] = self.reason
+        return out
+
+
+class ModelCatalog:
+    """Scans a directory (on demand, cheaply: files are inspected again only if changed)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root.resolve() if root is not None else None
+        self._entries: dict[str, ModelEntry] = {}
+        self._tokenizers: dict[tuple[str, float], BPETokenizer] = {}
+        self._lock = threading.Lock()
+
+    def scan(self) -> list[ModelEntry]:
+        """Every ``.tflite`` directly in the directory, sorted by name."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        with self._lock:
+            found: dict[str, ModelEntry] = {}
+            for path in sorted(self.root.iterdir()):
+                if path.suffix != MODEL_SUFFIX or not self._inside(path):
+                    continue
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                if not path.is_file():
+                    continue
+                old = self._entries.get(path.name)
+                if old is not None and (old.mtime, old.size_bytes) == (stat.st_mtime,
+                                                                      stat.st_size):
+                    found[path.name] = old
+                else:
+                    found[path.name] = self._inspect(path, stat.st_size, stat.st_mtime)
+            self._entries = found
+            return list(found.values())
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        """The entry called ``model_id``, or None. Never resolves arbitrary paths."""
+        if not model_id or "/" in model_id or "\\" in model_id or model_id.startswith("."):
+            return None
+        entry = self._entries.get(model_id)
+        if entry is None:
+            entry = next((e for e in self.scan() if e.id == model_id), None)
+        return entry
+
+    def tokenizer(self, entry: ModelEntry) -> BPETokenizer:
+        """The model's own tokenizer (read from its metadata), cached per file version."""
+        key = (entry.id, entry.mtime)
+        with self._lock:
+            tok = self._tokenizers.get(key)
+        if tok is None:
+            if entry.tokenizer_blob is None:
+                raise PocketLMError(f"{entry.id} carries no tokenizer")
+            tok = BPETokenizer.from_bytes(entry.tokenizer_blob)
+            with self._lock:
+                self._tokenizers = {k: v for k, v in self._tokenizers.items()
+                                    if k[0] != entry.id}
+                self._tokenizers[key] = tok
+        return tok
+
+    # -- internals ------------------------------------------------------------------------
+    def _inside(self, path: Path) -> bool:
+        assert self.root is not None
+        try:
+            return path.resolve().is_relative_to(self.root)
+        except OSError:
+            return False
+
+    @staticmethod
+    def _inspect(path: Path, size: int, mtime: float) -> ModelEntry:
+        entry = ModelEntry(path.name, path, size, mtime, compatible=False)
+        try:
+            found = inspect_model(path)
+        except PocketLMError as exc:
+            entry.reason = str(exc).replace(str(path), "it", 1)
+            return entry
+        except Exception as exc:  # a corrupt flatbuffer can fail in many ways
+            entry.reason = f"cannot read it: {type(exc).__name__}"
+            return entry
+        entry.contract = found.contract
+        if found.kind != KVCacheModel.kind:
+            entry.reason = (f"the app runs pocketlm.kv-cache models; this is {found.kind}: "
+                            f"{found.describe_signatures()[:300]}")
+            return entry
+        entry.tokenizer_blob = found.summary.metadata.get(TOKENIZER_METADATA_KEY)
+        if entry.tokenizer_blob is None:
+            entry.reason = "it carries no tokenizer"
+            return entry
+        entry.compatible = True
+        return entry

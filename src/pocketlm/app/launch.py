@@ -1,0 +1,102 @@
+"""From ``pocketlm serve [MODEL or MODELS_DIR]`` to a :class:`ServerConfig`.
+
+* no argument: the embedded default model, converted once and cached (the conversion, which
+  needs TensorFlow, runs in a child process so the server itself never imports it); the
+  cache directory is the models directory;
+* a ``.tflite`` file: that model, its directory is the models directory;
+* a directory: its first compatible model (by name) is the default.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ContractError, ModelFileError, PocketLMError
+from .catalog import ModelCatalog
+from .settings import ServerConfig
+
+_CONVERT = ("import sys; from pocketlm.demo import cached_model; "
+            "p, _ = cached_model(progress=lambda m: print(m, file=sys.stderr, flush=True)); "
+            "print(p)")
+
+
+def _read_words(path: str | None) -> list[str]:
+    if not path:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PocketLMError(f"cannot read the word list {path}: {exc}") from None
+    return [w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")]
+
+
+def embedded_default(progress: Callable[[str], None]) -> tuple[Path | None, str]:
+    """(path of the converted embedded model, "") or (None, why there is none)."""
+    from ..demo import cache_dir
+    from ..presets import DEFAULT_PRESET, embedded_preset_dir
+
+    if embedded_preset_dir(DEFAULT_PRESET) is None:
+        return None, (f"the embedded model {DEFAULT_PRESET} is not in this install: give a "
+                      f"model, e.g. `pocketlm serve model.tflite`, or put one in {cache_dir()}")
+    progress(f"preparing the embedded model {DEFAULT_PRESET} (converted once, then cached)")
+    proc = subprocess.run([sys.executable, "-c", _CONVERT], stdout=subprocess.PIPE,
+                          stderr=None, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return None, (f"the embedded model {DEFAULT_PRESET} could not be converted (see the "
+                      "messages above; the conversion needs `pip install pocketlm[convert]`)")
+    return Path(lines[-1]), ""
+
+
+def build_config(args, progress: Callable[[str], None]) -> ServerConfig:
+    """The server settings for parsed ``serve`` arguments. Raises PocketLMError."""
+    target = Path(args.model) if args.model else None
+    models_dir = Path(args.models_dir) if args.models_dir else None
+    default: str | None = None
+    reason = ""
+    if target is None:
+        path, reason = embedded_default(progress)
+        if path is not None:
+            models_dir = models_dir or path.parent
+            if path.parent.resolve() == models_dir.resolve():
+                default = path.name
+        if models_dir is None:
+            from ..demo import cache_dir
+            models_dir = cache_dir()
+    elif target.is_dir():
+        models_dir = models_dir or target
+    elif target.is_file():
+        if target.suffix != ".tflite":
+            raise ModelFileError(f"{target} is not a .tflite file")
+        models_dir = models_dir or target.parent
+        if target.resolve().parent != models_dir.resolve():
+            raise PocketLMError(f"{target} is not in the models directory {models_dir}")
+        default = target.name
+    else:
+        raise ModelFileError(f"model file not found: {target}")
+    catalog = ModelCatalog(models_dir)
+    entries = catalog.scan()
+    if default is not None:
+        entry = catalog.get(default)
+        if entry is not None and not entry.compatible:
+            raise ContractError(f"{target or default} is not a compatible language model: "
+                                f"{entry.reason}")
+    else:
+        first = next((e for e in entries if e.compatible), None)
+        if first is not None:
+            default, reason = first.id, ""
+        elif not reason:
+            reason = (f"no compatible .tflite model in {models_dir}: convert one there with "
+                      f"`pocketlm convert ... -o {models_dir}/model.tflite`")
+    try:
+        return ServerConfig(host=args.host, port=args.port, models_dir=models_dir,
+                            default_model=default, no_model_reason=reason,
+                            queue_size=args.queue_size, log_prompts=args.log_prompts,
+                            threads=args.threads, token_delay=args.token_delay,
+                            block_words=_read_words(args.block_words),
+                            allow_words=_read_words(args.allow_words))
+    except ValueError as exc:
+        raise PocketLMError(str(exc)) from None
