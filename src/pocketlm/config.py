@@ -7,7 +7,9 @@ authoring/export side (Keras, TensorFlow) and the runtime side (LiteRT only) can
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 # Bumped whenever the .tflite contract (signature names, tensor names, layouts or the
@@ -19,6 +21,14 @@ METADATA_KEY = "pocketlm.contract"
 TOKENIZER_METADATA_KEY = "pocketlm.tokenizer"
 
 DEFAULT_SEQUENCE_LENGTH = 256
+
+
+def cache_root() -> Path:
+    """pocketlm's cache folder: $POCKETLM_CACHE, else $XDG_CACHE_HOME/pocketlm or
+    ~/.cache/pocketlm. Converted models, XNNPACK packed weights and verified-file marks."""
+    root = os.environ.get("POCKETLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketlm")
+    return Path(root)
 
 
 class Quantization(str, enum.Enum):

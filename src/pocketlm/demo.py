@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .config import CONTRACT_VERSION, GenerationConfig, Quantization
+from .config import CONTRACT_VERSION, GenerationConfig, Quantization, cache_root
 from .presets import DEFAULT_PRESET, embedded_preset_dir
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("POCKETLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketlm")
-    return Path(root)
+    """Where converted models are cached (the app lists this folder by default)."""
+    return cache_root()
 
 
 def _fingerprint(preset: str, quant: Quantization, sequence_length: int) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from ..config import cache_root
 from ..errors import ContractError, ModelFileError, PocketLMError
 
 _OK = "POCKETLM-GUARD-OK"
@@ -26,9 +26,7 @@ _ERR = "POCKETLM-GUARD-ERROR"
 
 
 def _verified_dir() -> Path:
-    root = os.environ.get("POCKETLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketlm")
-    return Path(root) / "verified"
+    return cache_root() / "verified"
 
 
 def _key(path: Path) -> str:

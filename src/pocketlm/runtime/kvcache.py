@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo
+from ..config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, cache_root
 from ..errors import ContractError, RuntimeFailure
 from ..tokenizer import BPETokenizer
 
@@ -69,8 +69,7 @@ def weight_cache_path(model_path: Path) -> str:
     """
     if os.environ.get("POCKETLM_WEIGHT_CACHE", "1") == "0":
         return ""
-    root = Path(os.environ.get("POCKETLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketlm"))
+    root = cache_root()
     st = model_path.stat()
     key = hashlib.sha256(f"{model_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     folder = root / "xnnpack"
