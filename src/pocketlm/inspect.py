@@ -5,9 +5,44 @@ from __future__ import annotations
 from typing import Any
 
 from .config import METADATA_KEY, TOKENIZER_METADATA_KEY
-from .runtime.loader import inspect_model
+from .runtime.kvcache import KVCacheModel
+from .runtime.loader import EXPECTED, Inspection, inspect_model
+from .runtime.recipe import FLEX_PIP, RecipeModel, string_signature
+from .runtime.windowed import WindowedModel, windowed_signature
 
 _MIB = 2**20
+
+
+def contract_of(found: Inspection) -> dict[str, str]:
+    """The contract a file follows, in words: what it is, its call, and what runs it."""
+    s = found.summary
+    if found.kind == KVCacheModel.kind:
+        return {"name": "pocketlm.kv-cache",
+                "call": "prefill*/decode(tokens, input_pos, last_index, k/v caches) -> logits, "
+                        "caches",
+                "runs_with": "ai-edge-litert + numpy (no TensorFlow)"}
+    if found.kind == RecipeModel.kind:
+        sig, inp, out = string_signature(s) or ("?", "?", "?")
+        c = found.contract
+        frozen = f", max length {c.sequence_length} frozen" if c else ""
+        return {"name": "string in, string out (the recipe's Android model)",
+                "call": f"{sig}({inp}: string) -> {out}: string (prompt + continuation"
+                        f"{frozen}; tokenizer and decode loop in the graph)",
+                "runs_with": f"a Flex-capable TensorFlow ({FLEX_PIP}), or Android with the "
+                             "select-tf-ops AAR"}
+    if found.kind == WindowedModel.kind:
+        w = windowed_signature(s)
+        assert w is not None
+        runs_with = "ai-edge-litert + numpy; --tokenizer unless the file carries one"
+        if any(op.startswith("CUSTOM:") for op in s.op_histogram):
+            runs_with += "; its Select-TF ops only fill the preprocessor's tables and are skipped"
+        return {"name": "Keras model.export(format='litert') causal LM",
+                "call": f"{w.name}(token_ids{', padding_mask' if w.has_mask else ''}) -> "
+                        f"{w.output}: logits [1, T, {w.vocabulary_size}] (no cache: the "
+                        "window is recomputed every step)",
+                "runs_with": runs_with}
+    return {"name": "not a compatible language model", "call": "",
+            "runs_with": f"nothing here: {EXPECTED}"}
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -23,12 +58,15 @@ def describe(path: str) -> dict[str, Any]:
         "file": str(found.path),
         "size_bytes": s.file_size,
         "kind": found.kind,
+        "contract_description": contract_of(found),
         "contract": found.contract.to_dict() if found.contract else None,
         "has_tokenizer": TOKENIZER_METADATA_KEY in s.metadata,
         "signatures": sigs,
         "weights_bytes_by_dtype": s.weight_bytes_by_type,
         "op_histogram": dict(s.op_histogram.most_common()),
         "float_ops": dict(s.float_ops.most_common()),
+        "select_tf_ops": sorted(op.split(":", 1)[1] for op in s.op_histogram
+                                if op.startswith("CUSTOM:Flex")),
         "other_metadata_bytes": other_meta,
     }
 
@@ -37,8 +75,23 @@ def render_text(r: dict[str, Any]) -> str:
     lines = [f"file:      {r['file']}",
              f"size:      {r['size_bytes'] / _MIB:.2f} MiB ({r['size_bytes']:,} bytes)",
              f"kind:      {r['kind']}"]
+    d = r["contract_description"]
+    lines.append(f"format:    {d['name']}")
+    if d["call"]:
+        lines.append(f"call:      {d['call']}")
+    lines.append(f"runs with: {d['runs_with']}")
     c = r["contract"]
-    if c:
+    if c and r["kind"] == "android-string":
+        m = c.get("model", {})
+        lines += [f"contract:  {c['contract']} v{c['contract_version']}",
+                  f"model:     {c['model_type']} {m.get('num_layers')} layers, "
+                  f"{m.get('num_heads')} heads, hidden {m.get('hidden_dim')}, "
+                  f"vocabulary {m.get('vocabulary_size')}",
+                  f"quantized: {c['quantization']}",
+                  f"max len:   {c['sequence_length']} tokens (start token, prompt and "
+                  f"continuation); sampler {c['notes'].get('sampler', '?')}",
+                  f"source:    {c['source']} ({c['created_by']})"]
+    elif c:
         m = c.get("model", {})
         lines += [f"contract:  {c['contract']} v{c['contract_version']}",
                   f"model:     {c['model_type']} {m.get('num_layers')} layers, "
@@ -52,6 +105,9 @@ def render_text(r: dict[str, Any]) -> str:
                   f"source:    {c['source']} ({c['created_by']})"]
     else:
         lines.append("contract:  none (no pocketlm metadata)")
+    if r["select_tf_ops"]:
+        lines.append(f"select-tf: {len(r['select_tf_ops'])} kinds of Flex op: "
+                     + ", ".join(r["select_tf_ops"]))
     lines.append("signatures:")
     for name, sig in r["signatures"].items():
         ins = ", ".join(f"{n}{v['shape']}:{v['dtype']}" for n, v in sig["inputs"].items())

@@ -1,15 +1,32 @@
-"""Open a .tflite file, work out what kind of language model it is, and load it."""
+"""Open a .tflite file, work out what kind of language model it is, and load it.
+
+Kinds, tried in this order:
+  * ``pocketlm-kv-cache``: pocketlm's own prefill/decode files (metadata says so);
+  * ``android-string``: the recipe's string-in, string-out model (pocketlm's metadata says
+    so, or a signature takes one string and returns one): needs a Flex-capable TensorFlow;
+  * ``keras-litert``: Keras' ``model.export(format="litert")`` of a causal LM
+    (``token_ids``, ``padding_mask`` -> logits, no cache): recomputes the window each step;
+  * ``unknown``: anything else; loading it lists what the file has.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CONTRACT_NAME, CONTRACT_VERSION, ContractInfo
+from ..config import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import ContractError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer
 from .kvcache import KVCacheModel, contract_from_metadata
+from .recipe import (ANDROID_CONTRACT_NAME, ANDROID_CONTRACT_VERSION, RecipeModel,
+                     string_signature)
+from .windowed import WindowedModel, windowed_signature
+
+KINDS = (KVCacheModel.kind, RecipeModel.kind, WindowedModel.kind)
+EXPECTED = ("pocketlm runs its own KV-cache files (prefill/decode signatures), string-in, "
+            "string-out models (one string input, one string output), and Keras "
+            "model.export(format='litert') causal LMs (token_ids, padding_mask -> logits)")
 
 
 @dataclass
@@ -17,7 +34,7 @@ class Inspection:
     """What a file is, before any interpreter is created."""
 
     path: Path
-    kind: str  # "pocketlm-kv-cache" or "unknown"
+    kind: str  # one of KINDS, or "unknown"
     summary: ModelSummary
     contract: ContractInfo | None
 
@@ -44,6 +61,16 @@ def inspect_model(path: str | Path) -> Inspection:
                 f"{p} uses contract version {contract.contract_version}; this pocketlm reads "
                 f"up to {CONTRACT_VERSION}: upgrade pocketlm")
         kind = KVCacheModel.kind
+    elif contract is not None and contract.contract == ANDROID_CONTRACT_NAME:
+        if contract.contract_version > ANDROID_CONTRACT_VERSION:
+            raise ContractError(
+                f"{p} uses {ANDROID_CONTRACT_NAME} version {contract.contract_version}; this "
+                f"pocketlm reads up to {ANDROID_CONTRACT_VERSION}: upgrade pocketlm")
+        kind = RecipeModel.kind
+    elif string_signature(summary) is not None:
+        kind = RecipeModel.kind
+    elif windowed_signature(summary) is not None:
+        kind = WindowedModel.kind
     return Inspection(p, kind, summary, contract)
 
 
@@ -64,12 +91,21 @@ def load_tokenizer(spec: str | Path) -> BPETokenizer:
 
 
 def load_model(path: str | Path, tokenizer: str | Path | BPETokenizer | None = None,
-               num_threads: int = 2) -> KVCacheModel:
-    """Load any compatible .tflite language model for generation."""
+               num_threads: int = 2) -> KVCacheModel | RecipeModel | WindowedModel:
+    """Load any compatible .tflite language model for generation (see the module docstring).
+
+    ``tokenizer`` overrides the file's own; files that carry none need it.
+    """
     found = inspect_model(path)
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     if found.kind == KVCacheModel.kind:
         assert found.contract is not None
         return KVCacheModel(found.path, found.contract, found.summary.metadata, tok, num_threads)
+    if found.kind == RecipeModel.kind:
+        return RecipeModel(found.path, found.summary, found.contract, tok, num_threads)
+    if found.kind == WindowedModel.kind:
+        if tok is None and TOKENIZER_METADATA_KEY in found.summary.metadata:
+            tok = BPETokenizer.from_bytes(found.summary.metadata[TOKENIZER_METADATA_KEY])
+        return WindowedModel(found.path, found.summary, tok, num_threads)
     raise ContractError(f"{found.path} is not a compatible language model: it has "
-                        f"{found.describe_signatures()}")
+                        f"{found.describe_signatures()}. {EXPECTED}")
