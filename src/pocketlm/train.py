@@ -136,9 +136,58 @@ def train(cfg: TrainConfig) -> dict:
               "minutes": round((time.time() - t0) / 60, 1), "history": history,
               "greedy_samples": samples}
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_model_card(out, report)
     print(f"done: best validation loss {best[0]:.3f} (perplexity {math.exp(best[0]):.1f}) "
           f"at step {best[2]}, {report['minutes']} min; preset in {out}", flush=True)
     return report
+
+
+def write_model_card(out: Path, report: dict) -> None:
+    """README.md beside the preset: what the model is, how it was made, how good it is."""
+    cfg = report["config"]
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file() and f.name != "README.md")
+    hist = report["history"]
+    rows = "\n".join(f"| {h['step']} | {h['train_loss']:.3f} | {h['val_loss']:.3f} | "
+                     f"{math.exp(h['val_loss']):.1f} | {h['minutes']} |" for h in hist)
+    samples = "\n\n".join(f"Prompt {p!r}:\n\n```text\n{t.strip()}\n```"
+                          for p, t in report["greedy_samples"].items())
+    text = f"""# pocketlm_gpt2_shakespeare
+
+A small GPT-2 (KerasHub `GPT2Backbone`, the real 50,257-token GPT-2 tokenizer) trained from
+scratch on Tiny Shakespeare, shipped inside pocketlm so that the main job works offline.
+It writes Shakespeare-flavoured text; it knows nothing else.
+
+| | |
+|---|---|
+| parameters | {report['parameters']:,} ({cfg['num_layers']} layers, {cfg['num_heads']} heads, hidden {cfg['hidden_dim']}, MLP {cfg['intermediate_dim']}, {cfg['max_sequence_length']} positions) |
+| preset size | {size / 2**20:.1f} MiB (float32 weights + tokenizer) |
+| data | `tinyshakespeare.txt`: first 90% for training ({report['train_tokens']:,} tokens), last 10% held out ({report['val_tokens']:,} tokens) |
+| training | {report['steps_run']} steps of {cfg['batch_size']} x {cfg['max_sequence_length']} tokens, AdamW (lr {cfg['learning_rate']}, warm-up {cfg['warmup_steps']}, cosine), weight decay {cfg['weight_decay']}, dropout {cfg['dropout']}, seed {cfg['seed']} |
+| time | {report['minutes']} min on 2 CPU cores (sharing them with other work) |
+| kept weights | step {report['best_step']}: validation loss {report['best_val_loss']:.3f} (perplexity {report['best_val_perplexity']:.1f}) |
+
+Reproduce (the data is read from where it lies, never copied into the project):
+
+```bash
+python -m pocketlm.train --data ../shared/data/tinyshakespeare.txt \\
+    --out src/pocketlm/presets/pocketlm_gpt2_shakespeare --max-steps {cfg['max_steps']} \\
+    --minutes {cfg['minutes']:g} --eval-every {cfg['eval_every']} --weight-decay {cfg['weight_decay']} --seed {cfg['seed']}
+```
+
+The run stops at `--max-steps` or when `--minutes` are spent, whichever comes first, and keeps
+the weights with the best validation loss.
+
+## Loss
+
+| step | train loss | validation loss | validation perplexity | minutes |
+|---:|---:|---:|---:|---:|
+{rows}
+
+## Greedy samples (Keras float model, 40 new tokens)
+
+{samples}
+"""
+    (out / "README.md").write_text(text)
 
 
 def _greedy(lm, ids: list[int], n: int) -> list[int]:
@@ -161,8 +210,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, required=True)
         else:
             parser.add_argument(flag, type=type(value), default=value)
+    parser.add_argument("--card-only", action="store_true",
+                        help="only rewrite README.md from the preset's training.json")
     args = parser.parse_args(argv)
-    train(TrainConfig(**vars(args)))
+    if args.card_only:
+        out = Path(args.out)
+        write_model_card(out, json.loads((out / "training.json").read_text()))
+        return 0
+    params = vars(args)
+    params.pop("card_only")
+    train(TrainConfig(**params))
     return 0
 
 
