@@ -65,24 +65,28 @@ def weight_cache_path(model_path: Path) -> str:
 
     With the cache, XNNPACK packs the weights once and every signature (and every later load)
     maps the same packed copy: on GPT-2 small int8 it took peak RSS from ~760 MB to ~300 MB
-    and load from ~1 s to ~0.25 s. Keyed by the file's path, size and mtime.
+    and load from ~1 s to ~0.25 s. One folder per model path; the file name carries the
+    model's size and mtime, and older versions in the folder are removed.
     """
     if os.environ.get("POCKETLM_WEIGHT_CACHE", "1") == "0":
         return ""
-    root = cache_root()
     st = model_path.stat()
-    key = hashlib.sha256(f"{model_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    folder = root / "xnnpack"
+    where = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:16]
+    folder = cache_root() / "xnnpack" / where
+    name = f"{model_path.stem[:40]}-{st.st_size}-{st.st_mtime_ns}.xnnpack"
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.xnnpack"):
+            if old.name != name:
+                old.unlink(missing_ok=True)  # packed weights of an older version of the file
         if not os.access(folder, os.W_OK):
             return ""
     except OSError:
         return ""  # a read-only home: run without the cache
-    return str(folder / f"{model_path.stem}-{key.hexdigest()[:16]}.xnnpack")
+    return str(folder / name)
 
 
-def _compiled_model(path: Path, num_threads: int, quantization: str = ""):
+def _compiled_model(path: Path, num_threads: int, weight_cache: str):
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.cpu_options import CpuOptions
     from ai_edge_litert.environment import Environment
@@ -90,10 +94,7 @@ def _compiled_model(path: Path, num_threads: int, quantization: str = ""):
     from ai_edge_litert.options import Options
 
     global _ENVIRONMENT
-    # Measured: with the weight cache, a full-int8 file's top-1 agreement with the float model
-    # fell from 0.41 to 0.20 (tiny test model), so those files run without it.
-    cache = "" if quantization == "full-int8" else weight_cache_path(path)
-    cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=cache)
+    cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=weight_cache)
     options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
     try:
         if _ENVIRONMENT is None:
@@ -195,20 +196,30 @@ class KVCacheModel:
         self.tokenizer = tokenizer
         self.end_token_id = int(info.end_token_id)
         self.sequence_length = int(info.sequence_length)
+        # Measured: with the weight cache, a full-int8 file's top-1 agreement with the float
+        # model fell from 0.41 to 0.20 (tiny test model), so those files run without it.
+        cache = "" if info.quantization == "full-int8" else weight_cache_path(path)
         try:
             with quiet_native_stderr():  # LiteRT sets up its accelerators here, chattily
-                self._setup(path, info, num_threads)
+                try:
+                    self._setup(path, info, num_threads, cache)
+                except (RuntimeError, ValueError):
+                    if not cache:
+                        raise
+                    # A damaged packed-weights file (say, from a killed process) must not
+                    # make a good model unusable: drop it and load without the cache.
+                    Path(cache).unlink(missing_ok=True)
+                    self._setup(path, info, num_threads, "")
         except (RuntimeError, ValueError) as exc:
             lines = [x.strip("└ ") for x in str(exc).strip().splitlines() if x.strip()]
             raise ContractError(f"LiteRT cannot prepare {path}: {lines[-1] if lines else exc}"
                                 ) from None
         self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
         self._direction = 0  # which cache set holds the current cache
-        self._warm = False
         self._pos = 0
 
-    def _setup(self, path: Path, info: ContractInfo, num_threads: int) -> None:
-        self._model = _compiled_model(path, num_threads, info.quantization)
+    def _setup(self, path: Path, info: ContractInfo, num_threads: int, cache: str) -> None:
+        self._model = _compiled_model(path, num_threads, cache)
         sigs = self._model.get_signature_list()
         missing = [n for n in info.prefill if n not in sigs]
         if missing:
@@ -226,6 +237,13 @@ class KVCacheModel:
             self._clear(cache_set)
         self._sigs = {name: _Signature(self._model, name, caches)
                       for name in sigs if name in info.prefill or name == "score"}
+        # Warm up now: XNNPACK packs the weights on the first run, which belongs to loading,
+        # not to the first token; and a file that cannot run fails here, not mid-answer.
+        decode = self._sigs["decode"]
+        decode.tokens.write(np.zeros([1, 1], np.int32))  # new buffers hold garbage
+        decode.input_pos.write(np.zeros([1], np.int32))
+        decode.last_index.write(np.zeros([1], np.int32))
+        self._model.run_by_name("decode", decode.inputs[0], decode.outputs[0])
 
     def _clear(self, cache_set: dict) -> None:
         for buf in cache_set.values():
@@ -247,12 +265,7 @@ class KVCacheModel:
             sig.last_index.write(np.asarray([0 if last is None else last], np.int32))
         d = self._direction
         try:
-            if self._warm:
-                self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
-            else:  # LiteRT sets up its accelerators (and logs about it) on the first run
-                with quiet_native_stderr():
-                    self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
-                self._warm = True
+            self._model.run_by_name(name, sig.inputs[d], sig.outputs[d])
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"the interpreter failed in {name}: {exc}") from None
         self._direction = 1 - d
