@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from .conftest import REPO
 
-_URL = re.compile(r"pocketlm app: http://127\.0\.0\.1:(\d+)/")
+_URL = re.compile(r"pocketlm app: http://(127(?:\.\d+){3}):(\d+)/")  # any loopback IPv4
 
 
 def models_dir(tiny_models: dict[str, Path], root: Path) -> Path:
@@ -57,8 +57,12 @@ class Server:
         while time.monotonic() < deadline:
             m = _URL.search(log.read_text(errors="replace"))
             if m:
-                server = cls(proc, int(m.group(1)), log)
-                server.wait_healthy()
+                server = cls(proc, int(m.group(2)), log, host=m.group(1))
+                try:
+                    server.wait_healthy()
+                except RuntimeError:
+                    server.stop()  # leave no server behind when the test fails here
+                    raise
                 return server
             if proc.poll() is not None:
                 raise RuntimeError(f"the server exited ({proc.returncode}):\n"
@@ -124,7 +128,7 @@ class Server:
 
     def stream(self, body: dict[str, Any]) -> tuple[int, list[Any]]:
         """POST with stream=true; every SSE data payload (JSON, or the string "[DONE]")."""
-        status, events = 0, []
+        events: list[Any] = []
         with open_stream(self, body) as (status, it):
             events = list(it)
         return status, events
@@ -191,3 +195,30 @@ def wait_for(predicate, timeout: float = 10, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants (a server and its model
+    workers), from /proc (Linux)."""
+    total, todo, seen = 0, [pid], set()
+    while todo and len(seen) < 64:  # bounded: a handful of workers and helpers at most
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue  # exited meanwhile
+        todo += _children(p)
+    return total

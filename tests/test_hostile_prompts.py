@@ -46,7 +46,7 @@ def test_odd_prompts_complete_and_stream_whole_characters(model, name):
 
 
 @pytest.mark.parametrize("prompt", ["", " ", "\n\t  \r\n", b"", b"\xc3\x28", b"ok\xff",
-                                    b"\xed\xa0\x80surrogate"])
+                                    b"\xed\xa0\x80surrogate", "lone \ud800 surrogate"])
 def test_empty_or_invalid_prompts_are_refused(model, prompt):
     with pytest.raises(PromptError):
         complete(model, prompt, GenerationConfig(max_new_tokens=4))

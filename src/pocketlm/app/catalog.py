@@ -7,6 +7,7 @@ the directory, so no request can make the server open a file elsewhere.
 
 from __future__ import annotations
 
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,9 @@ class ModelCatalog:
         if not model_id or "/" in model_id or "\\" in model_id or model_id.startswith("."):
             return None
         entry = self._entries.get(model_id)
-        if entry is None:
+        if entry is None or not self._unchanged(entry):
+            # New, or changed since the last scan (replaced by a link out of the directory,
+            # say): scan again rather than hand out a path that now leads elsewhere.
             entry = next((e for e in self.scan() if e.id == model_id), None)
         return entry
 
@@ -110,8 +113,19 @@ class ModelCatalog:
         assert self.root is not None
         try:
             return path.resolve().is_relative_to(self.root)
+        except (OSError, RuntimeError):  # Python 3.11 reports a symlink loop as RuntimeError
+            return False
+
+    def _unchanged(self, entry: ModelEntry) -> bool:
+        """Whether the file is still the regular file, inside the directory, that was
+        scanned (a few system calls: checked on every request)."""
+        try:
+            st = entry.path.stat()
         except OSError:
             return False
+        return (stat.S_ISREG(st.st_mode) and (st.st_mtime, st.st_size) == (entry.mtime,
+                                                                          entry.size_bytes)
+                and self._inside(entry.path))
 
     @staticmethod
     def _inspect(path: Path, size: int, mtime: float) -> ModelEntry:

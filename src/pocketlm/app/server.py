@@ -13,6 +13,7 @@ logged unless ``log_prompts`` is set.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import select
@@ -21,6 +22,7 @@ import socket
 import sys
 import threading
 from dataclasses import asdict
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Callable
@@ -43,6 +45,10 @@ SECURITY_HEADERS = {
                                "connect-src 'self'; frame-ancestors 'none'",
 }
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "[::1]", "::1"}
+# What the log shows instead of control characters (the standard library's own table, which
+# this module's log_message replaces, is private and missing before Python 3.11.1).
+_CONTROL_CHARS = str.maketrans({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))})
+_CONTROL_CHARS[ord("\\")] = "\\\\"
 
 
 class App:
@@ -87,7 +93,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if not self._host_allowed():
                 raise api.ApiError(421, "misdirected_request",
-                                   "this server answers only to 127.0.0.1 / localhost")
+                                   "this server answers only to localhost and loopback "
+                                   "addresses such as 127.0.0.1")
             route(path)
         except api.ApiError as exc:
             self._error(exc)
@@ -211,14 +218,23 @@ class Handler(BaseHTTPRequestHandler):
             return True
         host = (self.headers.get("Host") or "").strip().lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name in LOOPBACK_NAMES
+        if name in LOOPBACK_NAMES:
+            return True
+        # Any loopback address written as a number (the server may be bound to 127.0.0.2):
+        # DNS rebinding needs a host *name*, and names other than localhost stay refused.
+        try:
+            return ipaddress.ip_address(name.strip("[]")).is_loopback
+        except ValueError:
+            return False
 
     def _read_json(self) -> Any:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             raise api.ApiError(411, "length_required", "send a Content-Length (no chunked "
                                "bodies)")
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²" or "١٠", which int() then
+        # refuses (a 500) or reads as a number the client did not write.
+        if length is None or not (length.isascii() and length.isdigit()):
             raise api.ApiError(411, "length_required", "send a Content-Length")
         limit = self.app.config.max_body_bytes
         if int(length) > limit:
@@ -285,10 +301,34 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line, a path or headers
+        too long, too many headers, an unknown method) as JSON errors, like every other
+        answer, instead of its HTML page."""
+        self.close_connection = True
+        if len(getattr(self, "requestline", "").split()) != 2:
+            # Only a two-word request line is real HTTP/0.9 (an answer without a status
+            # line); a bad version or a garbled line still gets a status line.
+            self.request_version = "HTTP/1.0"
+        self.log_error("code %d, message %s", code, message)
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        kind = "invalid_request_error" if code == 400 else \
+            re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
+        with contextlib.suppress(OSError):
+            self._error(api.ApiError(code, kind, message or phrase,
+                                     headers={"Connection": "close"}))
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
         # The request line holds a method and a path, never a prompt (prompts travel in
-        # POST bodies), so the default access log is safe to keep.
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        # POST bodies), so the default access log is safe to keep. Control characters are
+        # escaped as the standard library does (a raw ESC in a path must not drive the
+        # terminal that shows the log).
+        line = (format % args).translate(_CONTROL_CHARS)
+        sys.stderr.write(f"{self.address_string()} {line}\n")
 
 
 def _worker_error(exc: WorkerError) -> api.ApiError:
@@ -305,6 +345,10 @@ def _event_error(data: dict[str, Any]) -> api.ApiError:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog: socketserver's default of 5 makes the kernel reset connections
+    # when a burst arrives at once (a page reloading, a script firing requests); a larger
+    # backlog lets them wait to be accepted, and the bounded queue then answers 503.
+    request_queue_size = 256
 
 
 class _Server6(_Server):

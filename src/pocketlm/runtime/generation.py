@@ -60,6 +60,14 @@ def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: Generation
             prompt = bytes(prompt).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PromptError(f"the prompt is not valid UTF-8 (byte {exc.start})") from None
+    elif isinstance(prompt, str):
+        # A str can still hold a lone surrogate (JSON's "\ud800" escape decodes to one), which
+        # UTF-8 cannot encode: refuse it here rather than fail later inside the tokenizer.
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PromptError(f"the prompt is not valid Unicode (a lone surrogate at "
+                              f"character {exc.start})") from None
     if not prompt or not prompt.strip():
         raise PromptError("the prompt is empty: type some text to complete")
     text = prompt
