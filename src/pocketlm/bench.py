@@ -39,6 +39,9 @@ def _rss_mb() -> float:
 
 
 def _one_run(model, new_tokens: int) -> dict[str, float]:
+    # A model with a short window gets fewer tokens rather than an error.
+    new_tokens = min(new_tokens, model.sequence_length - len(PROMPT_IDS) + 1)
+    long_len = min(LONG_PROMPT_TOKENS, model.sequence_length)
     t0 = time.perf_counter()
     logits = model.start(PROMPT_IDS)
     token = int(np.argmax(logits))
@@ -46,7 +49,7 @@ def _one_run(model, new_tokens: int) -> dict[str, float]:
     for _ in range(new_tokens - 1):
         token = int(np.argmax(model.step(token)))
     t_end = time.perf_counter()
-    long_ids = [(PROMPT_IDS * 13)[i] for i in range(LONG_PROMPT_TOKENS)]
+    long_ids = (PROMPT_IDS * (long_len // len(PROMPT_IDS) + 1))[:long_len]
     t2 = time.perf_counter()
     np.argmax(model.start(long_ids))
     t3 = time.perf_counter()

@@ -335,7 +335,10 @@ def _add_quality(sub) -> None:
     c.add_argument("--bench-runs", type=int, default=3)
     c.add_argument("--extra", action="append", default=[], metavar="LABEL=FILE",
                    help="also compare an existing .tflite (repeatable)")
-    c.add_argument("-o", "--out-dir", required=True)
+    c.add_argument("-o", "--out-dir", required=True,
+                   help="where the converted models and the report go (models already "
+                        "there are reused)")
+    c.add_argument("--report", default="compare", help="report file name (without suffix)")
     c.set_defaults(func=cmd_compare)
 
 
@@ -382,7 +385,7 @@ def cmd_compare(args) -> int:
 
     _progress("loading the conversion stack (TensorFlow, KerasHub)...")
     from .compare import CompareConfig, run_compare, to_markdown
-    from .textdata import read_text
+    from .textdata import read_text, split_holdout
 
     extra = {}
     for item in args.extra:
@@ -390,16 +393,20 @@ def cmd_compare(args) -> int:
         if not path:
             raise PocketLMError(f"--extra takes LABEL=FILE, not {item!r}")
         extra[label] = path
+    calibration = None
+    if args.calibration_text:
+        calibration = read_text(args.calibration_text)
+        if args.holdout and Path(args.calibration_text).resolve() == Path(args.text).resolve():
+            calibration = split_holdout(calibration, args.holdout)[0]  # never the held-out part
     cfg = CompareConfig(preset=args.preset or DEFAULT_PRESET, text=args.text,
                         out_dir=args.out_dir, modes=tuple(args.modes.split(",")),
                         holdout=args.holdout, window=args.window, stride=args.stride,
                         max_tokens=args.max_tokens, bench_runs=args.bench_runs,
-                        calibration_text=(read_text(args.calibration_text)
-                                          if args.calibration_text else None),
-                        extra_models=extra)
+                        calibration_text=calibration, extra_models=extra,
+                        report_name=args.report)
     report = run_compare(cfg, progress=_progress)
     print(to_markdown(report))
-    print(f"wrote {args.out_dir}/compare.md, compare.json, compare.png")
+    print(f"wrote {args.out_dir}/{args.report}.md, .json and .png")
     return 0
 
 

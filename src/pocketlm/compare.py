@@ -38,6 +38,7 @@ class CompareConfig:
     bench_runs: int = 3
     calibration_text: str | None = None
     extra_models: dict[str, str] = field(default_factory=dict)  # label -> existing .tflite
+    report_name: str = "compare"  # files written: <name>.md, <name>.json, <name>.png
 
 
 def eval_ids(tokenizer, text: str, holdout: float | None, max_tokens: int | None) -> list[int]:
@@ -129,9 +130,9 @@ def run_compare(cfg: CompareConfig, progress: Progress = print) -> dict:
               "eval_tokens": len(ids), "window": window, "stride": stride,
               "greedy_prompts": cfg.greedy_prompts, "greedy_tokens": cfg.greedy_tokens,
               "config": asdict(cfg), "rows": rows}
-    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "compare.md").write_text(to_markdown(report))
-    chart(report, out / "compare.png")
+    (out / f"{cfg.report_name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{cfg.report_name}.md").write_text(to_markdown(report))
+    chart(report, out / f"{cfg.report_name}.png")
     return report
 
 
