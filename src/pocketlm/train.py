@@ -151,6 +151,11 @@ def write_model_card(out: Path, report: dict) -> None:
                      f"{math.exp(h['val_loss']):.1f} | {h['minutes']} |" for h in hist)
     samples = "\n\n".join(f"Prompt {p!r}:\n\n```text\n{t.strip()}\n```"
                           for p, t in report["greedy_samples"].items())
+    stopped_note = ""
+    if report["steps_run"] < cfg["max_steps"]:
+        stopped_note = (f" This run was stopped by the time budget at step {report['steps_run']}"
+                        f" (the learning-rate schedule was planned for {cfg['max_steps']}), so a "
+                        "rerun on a faster or quieter machine trains longer and ends elsewhere.")
     text = f"""# pocketlm_gpt2_shakespeare
 
 A small GPT-2 (KerasHub `GPT2Backbone`, the real 50,257-token GPT-2 tokenizer) trained from
@@ -175,7 +180,7 @@ python -m pocketlm.train --data ../shared/data/tinyshakespeare.txt \\
 ```
 
 The run stops at `--max-steps` or when `--minutes` are spent, whichever comes first, and keeps
-the weights with the best validation loss.
+the weights with the best validation loss.{stopped_note}
 
 ## Loss
 
