@@ -87,6 +87,13 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None) -> dict:
     """Measure every model in a child process; returns a JSON-ready report."""
     results = []
     for n, path in enumerate(paths, 1):
+        # A first load packs the weights for XNNPACK and caches them; loads after that map
+        # the cache. Prime it in a throwaway process and report both load times.
+        prime = subprocess.run([sys.executable, "-m", "pocketlm.bench", "--worker", path,
+                                "--runs", "0", "--warmup", "0", "--threads",
+                                str(cfg.threads)], capture_output=True, text=True)
+        first_load = (json.loads(prime.stdout.strip().splitlines()[-1])["load_s"]
+                      if prime.returncode == 0 and prime.stdout.strip() else None)
         cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--runs", str(cfg.runs),
                "--warmup", str(cfg.warmup), "--new-tokens", str(cfg.new_tokens),
                "--threads", str(cfg.threads)]
@@ -102,6 +109,7 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None) -> dict:
                                                     f"{proc.returncode}"})
             continue
         raw = json.loads(out.strip().splitlines()[-1])
+        raw["first_load_s"] = first_load
         keys = raw["runs"][0].keys()
         raw["summary"] = {k: _summary([r[k] for r in raw["runs"]]) for k in keys}
         results.append(raw)
@@ -127,9 +135,14 @@ def machine_info() -> dict:
             "numpy": np.__version__, "platform": platform.platform()}
 
 
+def _first(r: dict) -> str:
+    return "-" if r.get("first_load_s") is None else f"{r['first_load_s']:.2f}"
+
+
 def to_markdown(report: dict) -> str:
-    rows = ["| model | quantization | file MiB | load s | TTFT 10 ms | TTFT 128 ms | decode tok/s "
-            "(min-max) | 100 tokens s | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| model | quantization | file MiB | load s (first) | TTFT 10 ms | TTFT 128 ms | "
+            "decode tok/s (min-max) | 100 tokens s | peak RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         if "error" in r:
             rows.append(f"| {Path(r['model']).name} | error: {r['error']} |||||||")
@@ -137,7 +150,7 @@ def to_markdown(report: dict) -> str:
         s = r["summary"]
         d = s["decode_tok_s"]
         rows.append(f"| {Path(r['model']).name} | {r['quantization']} | {r['file_mb']:.1f} | "
-                    f"{r['load_s']:.2f} | {s['ttft_10_s']['median'] * 1000:.1f} | "
+                    f"{r['load_s']:.2f} ({_first(r)}) | {s['ttft_10_s']['median'] * 1000:.1f} | "
                     f"{s['ttft_128_s']['median'] * 1000:.0f} | {d['median']:.1f} "
                     f"({d['min']:.1f}-{d['max']:.1f}) | {s['total_100_s']['median']:.2f} | "
                     f"{r['peak_rss_mb']:.0f} |")
@@ -146,8 +159,46 @@ def to_markdown(report: dict) -> str:
     return "\n".join(rows) + (
         f"\n\nWorkload: {w['prompt_tokens']}-token prompt, {w['new_tokens']} greedy new tokens "
         f"(end token ignored), {w['threads']} threads; {w['warmup']} warm-up + {w['runs']} timed "
-        f"runs per model, medians. Machine: {m['cpu']}, {m['cores']} cores, Python "
+        f"runs per model, medians. Load: with the packed-weights cache warm (first load, "
+        f"which packs and caches them, in brackets). Machine: {m['cpu']}, {m['cores']} cores, Python "
         f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}.\n")
+
+
+def load_peers(path: str | Path) -> list[dict]:
+    """Peer results (../shared/peers scripts: one JSON line each, optionally wrapped as
+    {"label": ..., "result": {...}}) as rows comparable with ours."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        r = d.get("result", d)
+        rows.append({"label": d.get("label") or f"{r.get('peer')}-{r.get('precision')}",
+                     "decode_tok_s": r.get("decode_tok_s"), "file_mb": r.get("model_file_mb"),
+                     "ttft_s": r.get("ttft_s"), "other_cpu_frac": r.get("other_cpu_frac")})
+    return rows
+
+
+def chart(report: dict, path: str | Path, peers: list[dict] | None = None) -> None:
+    """Decode tokens/s of our models and the peers, one bar each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(f"pocketlm {r['quantization']}", r["summary"]["decode_tok_s"]["median"], "#4c72b0")
+            for r in report["results"] if "summary" in r]
+    bars += [(p["label"], p["decode_tok_s"] or 0.0, "#999999") for p in peers or []]
+    bars.sort(key=lambda b: b[1])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(bars) + 1.2))
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    for i, b in enumerate(bars):
+        ax.annotate(f"{b[1]:.0f}", (b[1], i), xytext=(3, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+    ax.set_xlabel("decode tokens/s (GPT-2 small shape, 2 threads; same session)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -248,6 +248,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+    p.add_argument("--peers", metavar="JSONL", help="peer results from ../shared/peers (one "
+                                                    "JSON line each) to compare against")
+    p.add_argument("--chart", metavar="PNG", help="bar chart of decode speed (needs matplotlib)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -273,6 +276,22 @@ def cmd_bench(args) -> int:
     report = bench(models, BenchConfig(args.runs, args.warmup, args.new_tokens, args.threads),
                    progress=progress)
     table = to_markdown(report)
+    if args.peers:
+        from .bench import load_peers
+        report["peers"] = load_peers(args.peers)
+        ours = [r for r in report["results"] if "summary" in r]
+        table += "\n| peer | file MB | decode tok/s |" + "".join(
+            f" x {r['quantization']} |" for r in ours) + "\n|---|---:|---:|" + "---:|" * len(ours)
+        for p in report["peers"]:
+            speed = p["decode_tok_s"] or 0.0
+            table += (f"\n| {p['label']} | {p['file_mb'] or 0:.1f} | {speed:.1f} |"
+                      + "".join(f" {r['summary']['decode_tok_s']['median'] / speed:.2f} |"
+                                if speed else " - |" for r in ours))
+        table += ("\n\nThe x columns: our decode speed divided by the peer's (above 1: ours is "
+                  "faster), measured in the same session.\n")
+    if args.chart:
+        from .bench import chart
+        chart(report, args.chart, report.get("peers"))
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -41,10 +41,11 @@ class ExportResult:
 
 
 def build_module(authored: AuthoredModel, sequence_length: int,
-                 int8_embedding: bool = False) -> KVCacheGPT2:
+                 quantization: Quantization = Quantization.NONE) -> KVCacheGPT2:
     seq = min(sequence_length, authored.config.max_sequence_length)
     return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
-                       int8_embedding=int8_embedding)
+                       int8_embedding=quantization is Quantization.INT4,
+                       relative_mask=quantization is Quantization.FULL_INT8)
 
 
 def signature_functions(module: KVCacheGPT2, cfg: ExportConfig) -> dict[str, object]:
@@ -194,8 +195,7 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
                  f"the cache is limited to that")
     progress(f"[1/4] building the KV-cache graph ({authored.config.num_layers} layers, "
              f"cache {min(cfg.sequence_length, authored.config.max_sequence_length)})")
-    module = build_module(authored, cfg.sequence_length,
-                          int8_embedding=cfg.quantization is Quantization.INT4)
+    module = build_module(authored, cfg.sequence_length, cfg.quantization)
     funcs = signature_functions(module, cfg)
     samples = None
     if cfg.quantization is Quantization.FULL_INT8:

@@ -42,7 +42,8 @@ class KVCacheGPT2(tf.Module):
     """The exportable graph. Weights are copied into raw ``tf.Variable``s so they freeze."""
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig,
-                 sequence_length: int, int8_embedding: bool = False) -> None:
+                 sequence_length: int, int8_embedding: bool = False,
+                 relative_mask: bool = False) -> None:
         super().__init__(name="pocketlm_gpt2")
         self.config = config
         self.seq = sequence_length
@@ -50,6 +51,7 @@ class KVCacheGPT2(tf.Module):
         var = lambda key: tf.Variable(weights[key], trainable=False)  # noqa: E731
         self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
         self.int8_embedding = int8_embedding
+        self.relative_mask = relative_mask
         if int8_embedding:
             # The lookup reads an int8 copy with one scale per row, quantized here by hand:
             # quantizers that only handle FULLY_CONNECTED (int4) would otherwise leave the
@@ -108,7 +110,14 @@ class KVCacheGPT2(tf.Module):
         k_cache = xla.dynamic_update_slice(k_cache, k, start)  # (1, H, S, Dh)
         v_cache = xla.dynamic_update_slice(v_cache, v, start)
         scores = tf.matmul(q, k_cache, transpose_b=True) * (1.0 / math.sqrt(dh))  # (1,H,T,S)
-        scores = tf.where(allowed, scores, _NEG_INF)
+        if self.relative_mask:
+            # Full-int8 quantizes the masked scores too: a -1e9 fill would set the int8 scale
+            # so coarse that every real score rounds to the same value. A fill 16 below the
+            # row's smallest score keeps the range tight and still weighs < e^-16.
+            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - 16.0
+            scores = tf.where(allowed, scores, floor)
+        else:
+            scores = tf.where(allowed, scores, _NEG_INF)
         probs = tf.nn.softmax(scores, axis=-1)
         out = tf.matmul(probs, v_cache)  # (1, H, T, Dh)
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [t, c.hidden_dim])
