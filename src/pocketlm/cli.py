@@ -193,8 +193,11 @@ def _add_demo(sub) -> None:
     p.add_argument("--preset", help="a preset name or directory (default: the embedded model)")
     p.add_argument("-q", "--quantize", default="dynamic-int8")
     p.add_argument("-n", "--max-new-tokens", type=int, default=60)
-    p.add_argument("-t", "--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int)
+    # Sampled by default (seeded, so the output is the same every run): greedy text from a
+    # small model loops on one line, which shows the model worse than it is.
+    p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
 
@@ -205,7 +208,7 @@ def cmd_demo(args) -> int:
 
     try:
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens,
-                               temperature=args.temperature, seed=args.seed)
+                               temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     except ValueError as exc:
         raise PocketLMError(str(exc)) from None
     started = []
