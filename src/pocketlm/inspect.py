@@ -81,28 +81,22 @@ def render_text(r: dict[str, Any]) -> str:
         lines.append(f"call:      {d['call']}")
     lines.append(f"runs with: {d['runs_with']}")
     c = r["contract"]
-    if c and r["kind"] == "android-string":
+    if c:
         m = c.get("model", {})
         lines += [f"contract:  {c['contract']} v{c['contract_version']}",
                   f"model:     {c['model_type']} {m.get('num_layers')} layers, "
                   f"{m.get('num_heads')} heads, hidden {m.get('hidden_dim')}, "
                   f"vocabulary {m.get('vocabulary_size')}",
-                  f"quantized: {c['quantization']}",
-                  f"max len:   {c['sequence_length']} tokens (start token, prompt and "
-                  f"continuation); sampler {c['notes'].get('sampler', '?')}",
-                  f"source:    {c['source']} ({c['created_by']})"]
-    elif c:
-        m = c.get("model", {})
-        lines += [f"contract:  {c['contract']} v{c['contract_version']}",
-                  f"model:     {c['model_type']} {m.get('num_layers')} layers, "
-                  f"{m.get('num_heads')} heads, hidden {m.get('hidden_dim')}, "
-                  f"vocabulary {m.get('vocabulary_size')}",
-                  f"quantized: {c['quantization']}",
-                  f"window:    {c['sequence_length']} tokens; chunks "
-                  + ", ".join(f"{k}={v}" for k, v in c["prefill"].items()),
-                  f"end token: {c['end_token_id']}; tokenizer "
-                  f"{'embedded' if r['has_tokenizer'] else 'missing'} ({c['tokenizer']})",
-                  f"source:    {c['source']} ({c['created_by']})"]
+                  f"quantized: {c['quantization']}"]
+        if r["kind"] == "android-string":
+            lines.append(f"max len:   {c['sequence_length']} tokens (start token, prompt and "
+                         f"continuation); sampler {c['notes'].get('sampler', '?')}")
+        else:
+            lines += [f"window:    {c['sequence_length']} tokens; chunks "
+                      + ", ".join(f"{k}={v}" for k, v in c["prefill"].items()),
+                      f"end token: {c['end_token_id']}; tokenizer "
+                      f"{'embedded' if r['has_tokenizer'] else 'missing'} ({c['tokenizer']})"]
+        lines.append(f"source:    {c['source']} ({c['created_by']})")
     else:
         lines.append("contract:  none (no pocketlm metadata)")
     if r["select_tf_ops"]:
