@@ -25,7 +25,7 @@ from .config import (METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, ExportC
                      Quantization)
 from .errors import ConversionError
 from .flatbuf import finalize
-from .graph import KVCacheGPT2, backbone_weights
+from .graph import KVCacheGPT2, backbone_weights, cache_names
 from .textdata import SAMPLE_TEXT
 
 Progress = Callable[[str], None]
@@ -65,6 +65,7 @@ def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: Expo
     if len(ids) < 8:
         raise ConversionError("the calibration text is too short (fewer than 8 tokens)")
     seq = module.seq
+    keys = cache_names(module.config.num_layers)
     rng = np.random.default_rng(0)
     samples: list[tuple[str, dict[str, np.ndarray]]] = []
     names = [n for n in funcs if n != "decode"]
@@ -77,27 +78,22 @@ def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: Expo
         inputs = {"tokens": np.asarray([chunk], np.int32), "input_pos": np.zeros([1], np.int32)}
         if name != "score":
             inputs["last_index"] = np.asarray([n - 1], np.int32)
-        inputs.update(zip(_cache_keys(module), caches))
+        inputs.update(zip(keys, caches))
         samples.append((name, inputs))
         out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
-        caches = [out[k].numpy() for k in _cache_keys(module)]
+        caches = [out[k].numpy() for k in keys]
         # Decode a few tokens after the chunk so decode sees filled caches and later positions.
         pos = n
         for tok in ids[start + n:start + n + 3]:
             if pos >= seq:
                 break
             d = {"tokens": np.asarray([[tok]], np.int32), "input_pos": np.asarray([pos], np.int32),
-                 "last_index": np.zeros([1], np.int32), **dict(zip(_cache_keys(module), caches))}
+                 "last_index": np.zeros([1], np.int32), **dict(zip(keys, caches))}
             samples.append(("decode", d))
             out = funcs["decode"](**{k: tf.constant(v) for k, v in d.items()})
-            caches = [out[k].numpy() for k in _cache_keys(module)]
+            caches = [out[k].numpy() for k in keys]
             pos += 1
     return samples
-
-
-def _cache_keys(module: KVCacheGPT2) -> list[str]:
-    from .graph import cache_names
-    return cache_names(module.config.num_layers)
 
 
 def _converter(saved_model: str, names: list[str], cfg: ExportConfig,

@@ -120,7 +120,6 @@ class _Signature:
         details = model.get_input_tensor_details(name)
         logits_shape = model.get_output_tensor_details(name)["logits"]["shape"]
         self.name = name
-        self.size = int(details["tokens"]["shape"][1])
         self.logits_shape = tuple(int(x) for x in logits_shape)
         self.logits_count = int(np.prod(self.logits_shape))
         self.has_last_index = "last_index" in details

@@ -55,18 +55,15 @@ def inspect_model(path: str | Path) -> Inspection:
     summary = summarize(p)
     contract = contract_from_metadata(summary.metadata)
     kind = "unknown"
-    if contract is not None and contract.contract == CONTRACT_NAME:
-        if contract.contract_version > CONTRACT_VERSION:
+    # Contracts pocketlm writes: name -> (newest version it reads, kind of runner).
+    known = {CONTRACT_NAME: (CONTRACT_VERSION, KVCacheModel.kind),
+             ANDROID_CONTRACT_NAME: (ANDROID_CONTRACT_VERSION, RecipeModel.kind)}
+    if contract is not None and contract.contract in known:
+        newest, kind = known[contract.contract]
+        if contract.contract_version > newest:
             raise ContractError(
-                f"{p} uses contract version {contract.contract_version}; this pocketlm reads "
-                f"up to {CONTRACT_VERSION}: upgrade pocketlm")
-        kind = KVCacheModel.kind
-    elif contract is not None and contract.contract == ANDROID_CONTRACT_NAME:
-        if contract.contract_version > ANDROID_CONTRACT_VERSION:
-            raise ContractError(
-                f"{p} uses {ANDROID_CONTRACT_NAME} version {contract.contract_version}; this "
-                f"pocketlm reads up to {ANDROID_CONTRACT_VERSION}: upgrade pocketlm")
-        kind = RecipeModel.kind
+                f"{p} uses {contract.contract} version {contract.contract_version}; this "
+                f"pocketlm reads up to {newest}: upgrade pocketlm")
     elif string_signature(summary) is not None:
         kind = RecipeModel.kind
     elif windowed_signature(summary) is not None:
