@@ -55,3 +55,20 @@ def _private_cache(tmp_path_factory):
     user's home: every test process and its children use a fresh folder."""
     os.environ["POCKETLM_CACHE"] = str(tmp_path_factory.mktemp("pocketlm-cache"))
     yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Top-1 agreement of every quantization mode with the Keras float model, per family
+    (teacher-forced over 64 random tokens; random weights exaggerate the disagreement)."""
+    from . import test_families
+
+    if not test_families.AGREEMENT:
+        return
+    modes = sorted({m for _, m in test_families.AGREEMENT})
+    families = sorted({f for f, _ in test_families.AGREEMENT})
+    terminalreporter.section("families: top-1 agreement with Keras (tiny random models)")
+    terminalreporter.write_line("family      " + "".join(f"{m:>14}" for m in modes))
+    for fam in families:
+        cells = [test_families.AGREEMENT.get((fam, m)) for m in modes]
+        terminalreporter.write_line(f"{fam:<12}" + "".join(
+            f"{c:>14.2f}" if c is not None else f"{'-':>14}" for c in cells))

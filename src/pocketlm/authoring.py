@@ -1,17 +1,23 @@
 """Authoring with KerasHub: tokenizer -> preprocessor (sequence length) -> backbone -> causal LM.
 
-Three sources, as in the recipe:
-  * a preset name through ``keras_hub.models.GPT2CausalLM.from_preset`` (needs network for
+Sources, as in the recipe, for every supported family (:mod:`pocketlm.families`):
+  * a preset name through ``keras_hub.models.CausalLM.from_preset`` (needs network for
     KerasHub's own presets; pocketlm's embedded presets load offline);
   * a local KerasHub preset directory;
-  * a :class:`~pocketlm.config.ModelConfig` with random weights (tests, benchmarks).
+  * a backbone config with random weights (tests, benchmarks): a
+    :class:`~pocketlm.config.ModelConfig` for GPT-2, or ``{"family": ..., **backbone kwargs}``
+    checked strictly against the family's KerasHub backbone (unknown or missing keys are
+    errors, never silently a default).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,23 +26,53 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
 from .config import DEFAULT_SEQUENCE_LENGTH, ModelConfig  # noqa: E402
-from .errors import PresetError  # noqa: E402
+from .errors import ConfigError, PresetError  # noqa: E402
+from .families import Family, family_for_task, get_family  # noqa: E402
 from .presets import embedded_preset_dir  # noqa: E402
 from .tokenizer import BPETokenizer, gpt2_vocab_files  # noqa: E402
+
+# Written beside an embedded preset by pocketlm (KerasHub ignores it): facts about how the
+# model was trained that KerasHub's config cannot say.
+POCKETLM_PRESET_NOTES = "pocketlm.json"
 
 
 @dataclass
 class AuthoredModel:
     """A KerasHub causal LM plus what export needs to know about it."""
 
-    causal_lm: keras_hub.models.GPT2CausalLM
-    config: ModelConfig
-    tokenizer: BPETokenizer  # the same vocabulary and merges, in plain Python
+    causal_lm: Any  # a keras_hub.models.CausalLM of a supported family
+    family: Family
+    tokenizer: Any  # the same tokenizer in plain Python (pocketlm.tokenizer), for the runtime
     source: str
+    backbone_config: dict[str, Any] = field(default_factory=dict)
+    # KerasHub's generate prepends the tokenizer's start token to every prompt; a model
+    # trained without one (pocketlm_gpt2_shakespeare) says so in its preset notes.
+    add_start_token: bool = True
+    start_token_id: int | None = None
+    end_token_id: int = 0
+    stop_token_ids: list[int] = field(default_factory=list)
 
     @property
-    def backbone(self) -> keras_hub.models.GPT2Backbone:
+    def backbone(self):
         return self.causal_lm.backbone
+
+    @property
+    def config(self) -> ModelConfig | None:
+        """GPT-2's typed config (its hand-written fast graph needs it); None otherwise."""
+        if self.family.name != "gpt2":
+            return None
+        # GPT2Backbone has no layer_norm_epsilon argument (it is fixed at 1e-5): keep the
+        # dataclass default for it.
+        return ModelConfig(**{k: self.backbone_config[k] for k in
+                              ModelConfig.__dataclass_fields__ if k in self.backbone_config})
+
+    @property
+    def max_positions(self) -> int | None:
+        """Learned (or trained) positions, which bound the cache; None for unbounded RoPE."""
+        for key in ("max_sequence_length", "max_position_embeddings"):
+            if self.backbone_config.get(key):
+                return int(self.backbone_config[key])
+        return None
 
     @property
     def sequence_length(self) -> int:
@@ -49,30 +85,67 @@ def gpt2_keras_tokenizer() -> keras_hub.models.GPT2Tokenizer:
     return keras_hub.models.GPT2Tokenizer(vocabulary=str(vocab), merges=str(merges))
 
 
-def random_causal_lm(config: ModelConfig, sequence_length: int = DEFAULT_SEQUENCE_LENGTH,
-                     seed: int = 0) -> AuthoredModel:
-    """A GPT-2 causal LM with random weights from ``seed`` and the real GPT-2 tokenizer."""
+def check_backbone_config(family: Family, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` checked against the family's KerasHub backbone arguments: unknown keys and
+    missing required keys raise ConfigError naming them."""
+    cls = getattr(keras_hub.models, family.backbone)
+    params = inspect.signature(cls.__init__).parameters
+    allowed = {n for n, p in params.items() if n != "self" and p.kind not in
+               (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"dtype"}
+    required = {n for n in allowed if params[n].default is inspect.Parameter.empty}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"{family.title} config: unknown key(s) {', '.join(unknown)}; "
+                          f"{family.backbone} takes {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(config))
+    if missing:
+        raise ConfigError(f"{family.title} config: missing key(s) {', '.join(missing)}")
+    return dict(config)
+
+
+def random_causal_lm(config: ModelConfig | dict[str, Any],
+                     sequence_length: int = DEFAULT_SEQUENCE_LENGTH, seed: int = 0,
+                     keras_tokenizer=None) -> AuthoredModel:
+    """A causal LM with random weights from ``seed``.
+
+    ``config`` is a GPT-2 :class:`ModelConfig` (the real GPT-2 tokenizer is used), or a dict
+    ``{"family": name, **backbone kwargs}`` with ``keras_tokenizer`` a KerasHub tokenizer of
+    that family. Raises ConfigError for a bad config.
+    """
+    if isinstance(config, ModelConfig):
+        data: dict[str, Any] = {"family": "gpt2", **config.to_dict()}
+    else:
+        data = dict(config)
+    if "family" not in data:
+        raise ConfigError("the model config needs a \"family\" key (see `pocketlm families`)")
+    family = get_family(str(data.pop("family")))
+    kwargs = check_backbone_config(family, data)
+    if keras_tokenizer is None:
+        if family.name != "gpt2":
+            raise ConfigError(f"a random {family.title} model needs a tokenizer of its family")
+        keras_tokenizer = gpt2_keras_tokenizer()
+    vocab = int(keras_tokenizer.vocabulary_size())
+    if int(kwargs["vocabulary_size"]) != vocab:
+        raise ConfigError(f"vocabulary_size {kwargs['vocabulary_size']} does not match the "
+                          f"tokenizer ({vocab} tokens)")
     keras.utils.set_random_seed(seed)
-    tokenizer = gpt2_keras_tokenizer()
-    if config.vocabulary_size != tokenizer.vocabulary_size():
-        raise PresetError(f"vocabulary_size {config.vocabulary_size} does not match the GPT-2 "
-                          f"tokenizer ({tokenizer.vocabulary_size()} tokens)")
-    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(
-        tokenizer=tokenizer, sequence_length=sequence_length)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=config.vocabulary_size, num_layers=config.num_layers,
-        num_heads=config.num_heads, hidden_dim=config.hidden_dim,
-        intermediate_dim=config.intermediate_dim, dropout=config.dropout,
-        max_sequence_length=config.max_sequence_length)
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    backbone = getattr(keras_hub.models, family.backbone)(**kwargs, dtype="float32")
+    preprocessor = getattr(keras_hub.models, family.preprocessor)(
+        tokenizer=keras_tokenizer, sequence_length=sequence_length)
+    lm = getattr(keras_hub.models, family.task)(backbone=backbone, preprocessor=preprocessor)
     return _wrap(lm, f"random:{seed}")
 
 
 def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_LENGTH
                    ) -> AuthoredModel:
-    """Load a causal LM from a preset directory, an embedded preset, or a KerasHub preset name."""
+    """Load a causal LM from a preset directory, an embedded preset, or a KerasHub preset name.
+
+    Raises PresetError (unknown, unreadable) or UnsupportedModelError (a family pocketlm does
+    not convert, with the reason).
+    """
     name = str(preset)
     path = Path(name).expanduser()
+    notes: dict[str, Any] = {}
     if path.exists():
         if not (path / "config.json").is_file():
             raise PresetError(f"{path} is not a KerasHub preset directory (no config.json)")
@@ -87,29 +160,89 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
         raise PresetError(f"preset directory {name} does not exist")
     else:
         from .presets import available_presets
-        known = ", ".join(available_presets() + list(keras_hub.models.GPT2CausalLM.presets))
-        raise PresetError(f"unknown preset {name!r}; try one of: {known}, or a local "
+        known = ", ".join(available_presets() + sorted(keras_hub.models.CausalLM.presets)[:12])
+        raise PresetError(f"unknown preset {name!r}; try one of: {known}, ..., or a local "
                           "KerasHub preset directory")
+    if Path(handle).is_dir():
+        notes = _preset_notes(Path(handle))
+        _refuse_early(Path(handle))
     try:
-        lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length)
+        # float32: the converter and the runtime work in float32; bfloat16 presets are widened.
+        lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length,
+                                                   dtype="float32")
     except Exception as exc:  # keras_hub raises many kinds; all mean "cannot load this"
         hint = "" if path.exists() else (
             " (KerasHub presets are downloaded on first use: check the name and the network,"
             " or pass a local preset directory)")
         raise PresetError(f"cannot load preset {name!r}: {_first_line(exc)}{hint}") from exc
-    if not isinstance(lm, keras_hub.models.GPT2CausalLM):
-        raise PresetError(f"preset {name!r} is a {type(lm).__name__}; pocketlm exports GPT-2 "
-                          "style models (GPT2CausalLM) only")
-    return _wrap(lm, name)
+    return _wrap(lm, name, notes)
 
 
-def _wrap(lm: keras_hub.models.GPT2CausalLM, source: str) -> AuthoredModel:
-    cfg = lm.backbone.get_config()
-    config = ModelConfig.from_dict(cfg)
+def _preset_notes(folder: Path) -> dict[str, Any]:
+    notes = folder / POCKETLM_PRESET_NOTES
+    if not notes.is_file():
+        return {}
+    try:
+        return dict(json.loads(notes.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise PresetError(f"{notes} is not valid JSON: {exc}") from None
+
+
+def _refuse_early(folder: Path) -> None:
+    """Refuse an unsupported family from its config.json, before loading any weights."""
+    try:
+        task = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+        backbone = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not there or unreadable: from_preset says what is wrong
+    if isinstance(task, dict) and isinstance(task.get("class_name"), str):
+        family_for_task(task["class_name"], backbone.get("config") or {})
+
+
+def _wrap(lm, source: str, notes: dict[str, Any] | None = None) -> AuthoredModel:
+    notes = notes or {}
+    cfg = {k: v for k, v in lm.backbone.get_config().items()
+           if k not in ("name", "trainable", "dtype")}
+    family = family_for_task(type(lm).__name__, cfg)
     ktok = lm.preprocessor.tokenizer
-    merges = [tuple(m.split(" ")) for m in ktok.merges]
-    tokenizer = BPETokenizer(dict(ktok.vocabulary), merges)  # type: ignore[arg-type]
-    return AuthoredModel(causal_lm=lm, config=config, tokenizer=tokenizer, source=source)
+    tokenizer = runtime_tokenizer(ktok, family)
+    start = getattr(ktok, "start_token_id", None)
+    end = getattr(ktok, "end_token_id", None)
+    stops = [int(end)] if end is not None else []
+    for token in (*family.stop_tokens, getattr(ktok, "end_token2", None)):
+        tid = ktok.token_to_id(token) if token and token in _vocabulary(ktok) else None
+        if tid is not None and int(tid) not in stops:
+            stops.append(int(tid))
+    return AuthoredModel(
+        causal_lm=lm, family=family, tokenizer=tokenizer, source=source, backbone_config=cfg,
+        add_start_token=bool(notes.get("add_start_token", start is not None)),
+        start_token_id=None if start is None else int(start),
+        end_token_id=int(end if end is not None else 0), stop_token_ids=stops)
+
+
+def runtime_tokenizer(ktok, family: Family):
+    """The plain-Python tokenizer the runtime uses, with the same ids as KerasHub's ``ktok``.
+
+    Byte-level BPE families carry their vocabulary and merges; SentencePiece families their
+    model proto. Raises ConfigError for a tokenizer of an unknown kind.
+    """
+    from .families import BPE, SPM
+    if family.tokenizer_kind == BPE:
+        vocab = {str(k): int(v) for k, v in dict(ktok.vocabulary).items()}
+        merges = [tuple(m.split(" ")) for m in ktok.merges]
+        end = getattr(ktok, "end_token", None) or "<|endoftext|>"
+        return BPETokenizer(vocab, merges, end_token=end)  # type: ignore[arg-type]
+    if family.tokenizer_kind == SPM:
+        from .tokenizer import SentencePieceTokenizer
+        return SentencePieceTokenizer(bytes(ktok.proto))
+    raise ConfigError(f"unknown tokenizer kind {family.tokenizer_kind!r}")
+
+
+def _vocabulary(ktok) -> set[str]:
+    try:
+        return set(ktok.get_vocabulary())
+    except Exception:  # tokenizers without a vocabulary list
+        return set()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -128,3 +261,7 @@ def keras_scorer(authored: AuthoredModel):
         return np.asarray(lm({"token_ids": x, "padding_mask": np.ones_like(x, bool)}))[0]
 
     return score
+
+
+__all__ = ["AuthoredModel", "BPETokenizer", "check_backbone_config", "gpt2_keras_tokenizer",
+           "keras_scorer", "load_causal_lm", "random_causal_lm"]

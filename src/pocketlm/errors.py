@@ -33,6 +33,14 @@ class PresetError(PocketLMError):
     exit_code = 2
 
 
+class UnsupportedModelError(PresetError):
+    """A model of a family pocketlm does not convert; the message says why."""
+
+
+class ConfigError(PocketLMError):
+    """A model config with unknown or missing keys, or values of the wrong kind."""
+
+
 class ConversionError(PocketLMError):
     """Conversion or quantization of a model failed."""
 

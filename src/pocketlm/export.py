@@ -1,4 +1,4 @@
-"""Convert an authored KerasHub GPT-2 into one self-describing KV-cache .tflite.
+"""Convert an authored KerasHub causal LM into one self-describing KV-cache .tflite.
 
 The file has a ``decode`` signature (one token), one or more ``prefill`` signatures (a chunk
 of prompt tokens) and a ``score`` signature (every position's logits, for evaluation). They
@@ -21,11 +21,13 @@ import tensorflow as tf
 
 from . import __version__
 from .authoring import AuthoredModel
-from .config import (METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, ExportConfig,
-                     Quantization)
+from .config import ExportConfig, Quantization
+from .contract import (DECODE, INPUT_POS, LAST_INDEX, METADATA_KEY, SCORE, TOKENIZER_METADATA_KEY,
+                       TOKENS, ContractInfo, cache_names)
 from .errors import ConversionError
 from .flatbuf import finalize
-from .graph import KVCacheGPT2, backbone_weights, cache_names
+from .graph import KVCacheGPT2, backbone_weights
+from .graph_keras import KerasCacheGraph
 from .textdata import SAMPLE_TEXT
 
 Progress = Callable[[str], None]
@@ -40,24 +42,37 @@ class ExportResult:
     seconds: float
 
 
+Graph = KVCacheGPT2 | KerasCacheGraph
+
+
+def cache_length(authored: AuthoredModel, sequence_length: int) -> int:
+    """Cache rows: the requested length, capped by the model's learned positions."""
+    limit = authored.max_positions
+    return min(sequence_length, limit) if limit else sequence_length
+
+
 def build_module(authored: AuthoredModel, sequence_length: int,
-                 quantization: Quantization = Quantization.NONE) -> KVCacheGPT2:
-    seq = min(sequence_length, authored.config.max_sequence_length)
-    return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
-                       int8_embedding=quantization is Quantization.INT4,
-                       relative_mask=quantization is Quantization.FULL_INT8)
+                 quantization: Quantization = Quantization.NONE) -> Graph:
+    """The exportable graph: the family's hand-written fast path where one exists (GPT-2),
+    else the family's own ``call_with_cache`` (:mod:`pocketlm.graph_keras`)."""
+    seq = cache_length(authored, sequence_length)
+    if authored.family.fast_path and authored.config is not None:
+        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
+                           int8_embedding=quantization.quantized_embedding_table,
+                           relative_mask=quantization.quantizes_attention_scores)
+    return KerasCacheGraph(authored.causal_lm, authored.family, seq)
 
 
-def signature_functions(module: KVCacheGPT2, cfg: ExportConfig) -> dict[str, object]:
+def signature_functions(module: Graph, cfg: ExportConfig) -> dict[str, object]:
     """Signature name -> concrete function."""
-    funcs = {"decode": module.step_function(1).get_concrete_function()}
+    funcs = {DECODE: module.step_function(1).get_concrete_function()}
     for name, n in cfg.prefill_signatures().items():
         funcs[name] = module.step_function(n).get_concrete_function()
-    funcs["score"] = module.score_function(cfg.prefill_lengths[0]).get_concrete_function()
+    funcs[SCORE] = module.score_function(cfg.prefill_lengths[0]).get_concrete_function()
     return funcs
 
 
-def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: ExportConfig,
+def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConfig,
                          funcs: dict[str, object]) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Real inputs for every signature, with caches filled by running the float graph."""
     text = cfg.calibration_text or SAMPLE_TEXT
@@ -65,19 +80,19 @@ def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: Expo
     if len(ids) < 8:
         raise ConversionError("the calibration text is too short (fewer than 8 tokens)")
     seq = module.seq
-    keys = cache_names(module.config.num_layers)
+    keys = cache_names(module.num_layers)
     rng = np.random.default_rng(0)
     samples: list[tuple[str, dict[str, np.ndarray]]] = []
-    names = [n for n in funcs if n != "decode"]
+    names = [n for n in funcs if n != DECODE]
     for s in range(cfg.calibration_samples):
         name = names[s % len(names)]
-        n = {**cfg.prefill_signatures(), "score": cfg.prefill_lengths[0]}[name]
+        n = {**cfg.prefill_signatures(), SCORE: cfg.prefill_lengths[0]}[name]
         start = int(rng.integers(0, max(1, len(ids) - n)))
         chunk = (ids[start:start + n] * (n // max(1, len(ids[start:start + n])) + 1))[:n]
         caches = module.empty_caches()
-        inputs = {"tokens": np.asarray([chunk], np.int32), "input_pos": np.zeros([1], np.int32)}
-        if name != "score":
-            inputs["last_index"] = np.asarray([n - 1], np.int32)
+        inputs = {TOKENS: np.asarray([chunk], np.int32), INPUT_POS: np.zeros([1], np.int32)}
+        if name != SCORE:
+            inputs[LAST_INDEX] = np.asarray([n - 1], np.int32)
         inputs.update(zip(keys, caches))
         samples.append((name, inputs))
         out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -87,10 +102,10 @@ def _calibration_samples(module: KVCacheGPT2, authored: AuthoredModel, cfg: Expo
         for tok in ids[start + n:start + n + 3]:
             if pos >= seq:
                 break
-            d = {"tokens": np.asarray([[tok]], np.int32), "input_pos": np.asarray([pos], np.int32),
-                 "last_index": np.zeros([1], np.int32), **dict(zip(keys, caches))}
-            samples.append(("decode", d))
-            out = funcs["decode"](**{k: tf.constant(v) for k, v in d.items()})
+            d = {TOKENS: np.asarray([[tok]], np.int32), INPUT_POS: np.asarray([pos], np.int32),
+                 LAST_INDEX: np.zeros([1], np.int32), **dict(zip(keys, caches))}
+            samples.append((DECODE, d))
+            out = funcs[DECODE](**{k: tf.constant(v) for k, v in d.items()})
             caches = [out[k].numpy() for k in keys]
             pos += 1
     return samples
@@ -106,7 +121,7 @@ def _converter(saved_model: str, names: list[str], cfg: ExportConfig,
     elif q is Quantization.FLOAT16:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
-    elif q is Quantization.FULL_INT8:
+    elif q.needs_calibration:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
         def representative() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
@@ -118,11 +133,6 @@ def _converter(saved_model: str, names: list[str], cfg: ExportConfig,
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                           tf.lite.OpsSet.TFLITE_BUILTINS]
     return conv
-
-
-_BYTES_PER_WEIGHT = {Quantization.NONE: 4.0, Quantization.FLOAT16: 2.0,
-                     Quantization.DYNAMIC_INT8: 1.3, Quantization.FULL_INT8: 2.0,
-                     Quantization.INT4: 1.0}
 
 
 def quantize_int4(float_model: bytes) -> bytes:
@@ -163,14 +173,13 @@ def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path) -> None:
     import shutil
 
     params = authored.backbone.count_params()
-    need_disk = int(params * _BYTES_PER_WEIGHT[cfg.quantization] * 1.1) + (8 << 20)
+    need_disk = int(params * cfg.quantization.file_bytes_per_weight * 1.1) + (8 << 20)
     folder = out.parent if out.parent.exists() else Path.cwd()
     free = shutil.disk_usage(folder).free
     if free < need_disk:
         raise ConversionError(f"not enough disk space in {folder}: the .tflite needs about "
                               f"{need_disk / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free")
-    per_weight = 70 if cfg.quantization is Quantization.FULL_INT8 else 40
-    need_mem = params * per_weight
+    need_mem = params * cfg.quantization.conversion_bytes_per_weight
     avail = available_memory_bytes()
     if avail is not None and avail < need_mem and not os.environ.get("POCKETLM_IGNORE_MEMORY"):
         raise ConversionError(
@@ -186,15 +195,16 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
     out = Path(out_path)
     t0 = time.time()
     preflight(authored, cfg, out)
-    if authored.config.max_sequence_length < cfg.sequence_length:
-        progress(f"note: the model has {authored.config.max_sequence_length} positions; "
-                 f"the cache is limited to that")
-    progress(f"[1/4] building the KV-cache graph ({authored.config.num_layers} layers, "
-             f"cache {min(cfg.sequence_length, authored.config.max_sequence_length)})")
+    seq = cache_length(authored, cfg.sequence_length)
+    if seq < cfg.sequence_length:
+        progress(f"note: the model has {seq} positions; the cache is limited to that")
+    layers = authored.backbone_config.get("num_layers", "?")
+    progress(f"[1/4] building the KV-cache graph ({authored.family.title}, {layers} layers, "
+             f"cache {seq})")
     module = build_module(authored, cfg.sequence_length, cfg.quantization)
     funcs = signature_functions(module, cfg)
     samples = None
-    if cfg.quantization is Quantization.FULL_INT8:
+    if cfg.quantization.needs_calibration:
         progress(f"[2/4] calibrating on {cfg.calibration_samples} samples")
         samples = _calibration_samples(module, authored, cfg, funcs)
     else:
@@ -206,15 +216,10 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
             flat = _converter(tmp, list(funcs), cfg, samples).convert()
         except Exception as exc:
             raise ConversionError(f"the TFLite converter failed: {str(exc).strip()[:2000]}")
-    if cfg.quantization is Quantization.INT4:
+    if cfg.quantization is Quantization.INT4:  # the one mode done after conversion
         progress("      int4 weights for every FULLY_CONNECTED (ai-edge-quantizer)")
         flat = quantize_int4(flat)
-    info = ContractInfo(
-        model=authored.config.to_dict(), sequence_length=module.seq,
-        prefill={"decode": 1, **cfg.prefill_signatures()},
-        quantization=cfg.quantization.value, end_token_id=authored.tokenizer.end_token_id,
-        source=authored.source, created_by=f"pocketlm {__version__}, tensorflow {tf.__version__}",
-        notes={"score_tokens": cfg.prefill_lengths[0]})
+    info = contract_info(authored, module, cfg)
     flat = finalize(flat, {
         METADATA_KEY: json.dumps(info.to_dict()).encode("utf-8"),
         TOKENIZER_METADATA_KEY: authored.tokenizer.to_bytes(),
@@ -222,6 +227,26 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
     progress(f"[4/4] writing {out}")
     write_atomically(out, flat)
     return ExportResult(out, len(flat), cfg.quantization, info.prefill, time.time() - t0)
+
+
+def contract_info(authored: AuthoredModel, module: Graph, cfg: ExportConfig) -> ContractInfo:
+    """What the file will say about itself (see :mod:`pocketlm.contract`)."""
+    return ContractInfo(
+        model_type=authored.family.name, model=_jsonable(authored.backbone_config),
+        sequence_length=module.seq, prefill={DECODE: 1, **cfg.prefill_signatures()},
+        quantization=cfg.quantization.value, end_token_id=authored.end_token_id,
+        start_token_id=authored.start_token_id, add_start_token=authored.add_start_token,
+        stop_token_ids=list(authored.stop_token_ids), num_layers=module.num_layers,
+        cache_layout=module.layout, cache_shape=list(module.cache_shape),
+        vocabulary_size=int(authored.backbone_config["vocabulary_size"]),
+        tokenizer=getattr(authored.tokenizer, "kind", "gpt2-bpe"), source=authored.source,
+        created_by=f"pocketlm {__version__}, tensorflow {tf.__version__}",
+        notes={"score_tokens": cfg.prefill_lengths[0]})
+
+
+def _jsonable(config: dict) -> dict:
+    """The backbone config with anything JSON cannot hold written as its repr."""
+    return json.loads(json.dumps(config, default=repr))
 
 
 def write_atomically(path: Path, data: bytes) -> None:

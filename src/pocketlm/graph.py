@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
 from .config import ModelConfig
+from .contract import LAYOUT_HEADS_FIRST, cache_names, cache_shape
 
 _NEG_INF = -1e9
 
@@ -31,15 +32,10 @@ def backbone_weights(backbone) -> dict[str, np.ndarray]:
     return {w.path: np.asarray(w.numpy()) for w in backbone.weights}
 
 
-def cache_names(num_layers: int) -> list[str]:
-    names = []
-    for i in range(num_layers):
-        names += [f"k_cache_{i}", f"v_cache_{i}"]
-    return names
-
-
 class KVCacheGPT2(tf.Module):
     """The exportable graph. Weights are copied into raw ``tf.Variable``s so they freeze."""
+
+    layout = LAYOUT_HEADS_FIRST
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig,
                  sequence_length: int, int8_embedding: bool = False,
@@ -48,6 +44,9 @@ class KVCacheGPT2(tf.Module):
         self.config = config
         self.seq = sequence_length
         c = config
+        self.num_layers = c.num_layers
+        self.cache_shape = tuple(cache_shape(LAYOUT_HEADS_FIRST, sequence_length, c.num_heads,
+                                             c.head_dim))
         var = lambda key: tf.Variable(weights[key], trainable=False)  # noqa: E731
         self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
         self.int8_embedding = int8_embedding
@@ -155,7 +154,7 @@ class KVCacheGPT2(tf.Module):
     # -- signatures -----------------------------------------------------------------------
     def specs(self, tokens: int, with_last_index: bool = True) -> list[tf.TensorSpec]:
         c = self.config
-        shape = [1, c.num_heads, self.seq, c.head_dim]
+        shape = self.cache_shape
         specs = [tf.TensorSpec([1, tokens], tf.int32, name="tokens"),
                  tf.TensorSpec([1], tf.int32, name="input_pos")]
         if with_last_index:
@@ -185,6 +184,4 @@ class KVCacheGPT2(tf.Module):
         return tf.function(score, input_signature=self.specs(tokens, with_last_index=False))
 
     def empty_caches(self) -> list[np.ndarray]:
-        c = self.config
-        shape = (1, c.num_heads, self.seq, c.head_dim)
-        return [np.zeros(shape, np.float32) for _ in range(2 * c.num_layers)]
+        return [np.zeros(self.cache_shape, np.float32) for _ in range(2 * self.num_layers)]

@@ -117,7 +117,14 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
 
     Pieces never end inside a multi-byte UTF-8 character.
     """
-    prepared = prepare_prompt(model.tokenizer, prompt, cfg, model.sequence_length)
+    # KerasHub's generate prepends the tokenizer's start token (when the model was trained
+    # with one); the model file says which token, so completions match the Keras model's.
+    start = getattr(model, "start_token_id", None)
+    prepared = prepare_prompt(model.tokenizer, prompt, cfg,
+                              model.sequence_length - (start is not None))
+    if start is not None:
+        prepared.ids = [int(start)] + prepared.ids
+    stops = getattr(model, "stop_token_ids", None) or frozenset([model.end_token_id])
     done = completion if completion is not None else Completion(prepared)
     done.prompt = prepared
     sampler = Sampler(cfg)
@@ -133,7 +140,7 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
         token = sampler(logits)
         if not done.token_ids:
             done.time_to_first_token = time.perf_counter() - t0
-        if cfg.stop_at_end_token and token == model.end_token_id:
+        if cfg.stop_at_end_token and token in stops:
             done.stop_reason = "end_token"
             break
         done.token_ids.append(token)

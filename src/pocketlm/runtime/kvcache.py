@@ -21,7 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, cache_root
+from ..config import Quantization, cache_root
+from ..contract import (DECODE, INPUT_POS, LAST_INDEX, LOGITS, METADATA_KEY, SCORE,
+                        TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
 from ..errors import ContractError, RuntimeFailure
 from ..tokenizer import BPETokenizer
 
@@ -118,22 +120,22 @@ class _Signature:
 
     def __init__(self, model, name: str, caches: tuple[dict, dict]) -> None:
         details = model.get_input_tensor_details(name)
-        logits_shape = model.get_output_tensor_details(name)["logits"]["shape"]
+        logits_shape = model.get_output_tensor_details(name)[LOGITS]["shape"]
         self.name = name
         self.logits_shape = tuple(int(x) for x in logits_shape)
         self.logits_count = int(np.prod(self.logits_shape))
-        self.has_last_index = "last_index" in details
-        self.tokens = model.create_input_buffer_by_name(name, "tokens")
-        self.input_pos = model.create_input_buffer_by_name(name, "input_pos")
-        small = {"tokens": self.tokens, "input_pos": self.input_pos}
+        self.has_last_index = LAST_INDEX in details
+        self.tokens = model.create_input_buffer_by_name(name, TOKENS)
+        self.input_pos = model.create_input_buffer_by_name(name, INPUT_POS)
+        small = {TOKENS: self.tokens, INPUT_POS: self.input_pos}
         if self.has_last_index:
-            self.last_index = model.create_input_buffer_by_name(name, "last_index")
-            small["last_index"] = self.last_index
-        self.logits = model.create_output_buffer_by_name(name, "logits")
+            self.last_index = model.create_input_buffer_by_name(name, LAST_INDEX)
+            small[LAST_INDEX] = self.last_index
+        self.logits = model.create_output_buffer_by_name(name, LOGITS)
         a, b = caches
         # Direction 0 reads set A and writes set B; direction 1 the other way round.
         self.inputs = ({**small, **a}, {**small, **b})
-        self.outputs = ({"logits": self.logits, **b}, {"logits": self.logits, **a})
+        self.outputs = ({LOGITS: self.logits, **b}, {LOGITS: self.logits, **a})
 
 
 def validate_contract(path: Path, info: ContractInfo) -> None:
@@ -141,36 +143,43 @@ def validate_contract(path: Path, info: ContractInfo) -> None:
     so metadata that lies about shapes is an error, not a crash or silent garbage."""
     from ..flatbuf import summarize
 
-    m = info.model
     try:
-        layers, heads = int(m["num_layers"]), int(m["num_heads"])
-        head_dim, vocab = int(m["hidden_dim"]) // heads, int(m["vocabulary_size"])
-        seq = int(info.sequence_length)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        layers, seq, vocab = int(info.num_layers), int(info.sequence_length), int(
+            info.vocabulary_size)
+        cache = [int(x) for x in info.cache_shape]
+    except (TypeError, ValueError):
         raise ContractError(f"{path}: the pocketlm metadata has no usable model shape") from None
-    if not (0 < layers <= 1024 and 0 < seq <= 1 << 20 and 0 < vocab <= 1 << 22):
+    if not cache or not layers or not vocab:
+        raise ContractError(f"{path}: the pocketlm metadata has no usable model shape")
+    if not (0 < layers <= 1024 and 0 < seq <= 1 << 20 and 0 < vocab <= 1 << 22
+            and len(cache) == 4 and all(0 < x <= 1 << 20 for x in cache) and seq in cache):
         raise ContractError(f"{path}: the pocketlm metadata declares an impossible shape")
-    end = info.end_token_id
-    if not isinstance(end, int) or not 0 <= end < vocab:
-        raise ContractError(f"{path}: the pocketlm metadata has an invalid end token {end!r}")
+    for name, token in (("end", info.end_token_id), ("start", info.start_token_id)):
+        if token is None and name == "start":
+            continue
+        if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab:
+            raise ContractError(f"{path}: the pocketlm metadata has an invalid {name} token "
+                                f"{token!r}")
+    if not isinstance(info.stop_token_ids, list) or not all(
+            isinstance(t, int) and 0 <= t < vocab for t in info.stop_token_ids):
+        raise ContractError(f"{path}: the pocketlm metadata has invalid stop tokens")
     if not isinstance(info.prefill, dict) or not all(
             isinstance(k, str) and isinstance(v, int) and 0 < v <= seq
             for k, v in info.prefill.items()):
         raise ContractError(f"{path}: the pocketlm metadata lists invalid chunk signatures")
     sigs = summarize(path).signatures
-    cache = [1, heads, seq, head_dim]
-    for name, tokens in {**info.prefill, "decode": 1}.items():
+    for name, tokens in info.signature_tokens().items():
         sig = sigs.get(name)
         if sig is None:
             raise ContractError(f"{path} says it has a {name!r} signature but does not")
-        want = {"tokens": [1, tokens], "input_pos": [1], "last_index": [1],
-                **{f"{kv}_cache_{i}": cache for i in range(layers) for kv in "kv"}}
+        want = {TOKENS: [1, tokens], INPUT_POS: [1], LAST_INDEX: [1],
+                **{n: cache for n in cache_names(layers)}}
         got = {n: t.shape for n, t in sig.inputs.items()}
         if got != want:
             wrong = [n for n in sorted(set(want) | set(got)) if want.get(n) != got.get(n)][:4]
             raise ContractError(f"{path}: signature {name!r} does not match its metadata "
                                 f"(inputs {', '.join(wrong)} differ)")
-        if sig.outputs.get("logits") is None or sig.outputs["logits"].shape != [1, vocab]:
+        if sig.outputs.get(LOGITS) is None or sig.outputs[LOGITS].shape != [1, vocab]:
             raise ContractError(f"{path}: signature {name!r} does not return [1, {vocab}] logits")
 
 
@@ -189,15 +198,19 @@ class KVCacheModel:
                 raise ContractError(f"{path} carries no tokenizer; pass one with --tokenizer")
             tokenizer = BPETokenizer.from_bytes(blob)
         validate_contract(path, info)
-        if tokenizer.vocabulary_size > int(info.model["vocabulary_size"]):
+        if tokenizer.vocabulary_size > int(info.vocabulary_size):
             raise ContractError(f"the tokenizer has {tokenizer.vocabulary_size} tokens but "
-                                f"{path} only {info.model['vocabulary_size']}")
+                                f"{path} only {info.vocabulary_size}")
         self.tokenizer = tokenizer
         self.end_token_id = int(info.end_token_id)
+        self.stop_token_ids = frozenset(int(t) for t in info.stop_token_ids)
+        self.start_token_id = info.start_token_id if info.add_start_token else None
         self.sequence_length = int(info.sequence_length)
-        # Measured: with the weight cache, a full-int8 file's top-1 agreement with the float
-        # model fell from 0.41 to 0.20 (tiny test model), so those files run without it.
-        cache = "" if info.quantization == "full-int8" else weight_cache_path(path)
+        try:
+            self.quantization = Quantization.parse(info.quantization)
+        except ValueError:
+            raise ContractError(f"{path}: unknown quantization {info.quantization!r}") from None
+        cache = weight_cache_path(path) if self.quantization.xnnpack_weight_cache else ""
         try:
             with quiet_native_stderr():  # LiteRT sets up its accelerators here, chattily
                 try:
@@ -223,26 +236,25 @@ class KVCacheModel:
         missing = [n for n in info.prefill if n not in sigs]
         if missing:
             raise ContractError(f"{path} says it has signatures {missing} but does not")
-        layers = int(info.model.get("num_layers", 0))
-        self._cache_names = [f"{kv}_cache_{i}" for i in range(layers) for kv in ("k", "v")]
-        caches = tuple({n: self._model.create_input_buffer_by_name("decode", n)
+        self._cache_names = cache_names(int(info.num_layers))
+        caches = tuple({n: self._model.create_input_buffer_by_name(DECODE, n)
                         for n in self._cache_names} for _ in range(2))
         # New buffers hold whatever was in memory; a NaN there would survive the mask
         # (0 * NaN in probs @ V), so both sets start zeroed, once.
-        shape = self._model.get_input_tensor_details("decode")[self._cache_names[0]]["shape"]
+        shape = self._model.get_input_tensor_details(DECODE)[self._cache_names[0]]["shape"]
         self._zeros = np.zeros(shape, np.float32)
         self._cache_sets = caches
         for cache_set in caches:
             self._clear(cache_set)
         self._sigs = {name: _Signature(self._model, name, caches)
-                      for name in sigs if name in info.prefill or name == "score"}
+                      for name in sigs if name in info.prefill or name == SCORE}
         # Warm up now: XNNPACK packs the weights on the first run, which belongs to loading,
         # not to the first token; and a file that cannot run fails here, not mid-answer.
-        decode = self._sigs["decode"]
+        decode = self._sigs[DECODE]
         decode.tokens.write(np.zeros([1, 1], np.int32))  # new buffers hold garbage
         decode.input_pos.write(np.zeros([1], np.int32))
         decode.last_index.write(np.zeros([1], np.int32))
-        self._model.run_by_name("decode", decode.inputs[0], decode.outputs[0])
+        self._model.run_by_name(DECODE, decode.inputs[0], decode.outputs[0])
 
     def _clear(self, cache_set: dict) -> None:
         for buf in cache_set.values():
@@ -252,7 +264,7 @@ class KVCacheModel:
         """Start a sequence. In float and dynamic modes the mask gives stale positions exactly
         zero weight, so nothing needs clearing; with full-int8 the masked scores are only
         clamped, stale values would leak in, and each sequence starts from zeros."""
-        if self.info.quantization == "full-int8":
+        if self.quantization.quantizes_attention_scores:
             self._clear(self._cache_sets[self._direction])
 
     # -- low level ------------------------------------------------------------------------
@@ -305,14 +317,14 @@ class KVCacheModel:
     def step(self, token: int) -> np.ndarray:
         if self._pos >= self.sequence_length:
             raise ValueError("the cache is full")
-        logits = self._run("decode", [int(token)], self._pos, 0)
+        logits = self._run(DECODE, [int(token)], self._pos, 0)
         self._pos += 1
         return logits.reshape(-1)
 
     def score(self, ids: list[int]) -> np.ndarray:
         """Logits after every token of ``ids`` (teacher forcing), shape (len(ids), vocab)."""
         n = int(self.info.notes.get("score_tokens", 0))
-        if "score" not in self._sigs or n < 1:
+        if SCORE not in self._sigs or n < 1:
             raise ContractError(f"{self.path} has no score signature")
         if len(ids) > self.sequence_length:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
@@ -324,7 +336,7 @@ class KVCacheModel:
             start = min(pos, self.sequence_length - n)  # last chunk may redo earlier rows
             chunk = ids[start:start + n]
             chunk = chunk + [self.end_token_id] * (n - len(chunk))
-            logits = self._run("score", chunk, start, None)[0]
+            logits = self._run(SCORE, chunk, start, None)[0]
             rows.append(logits[pos - start:pos - start + real])
             pos += real
         return np.concatenate(rows, axis=0)

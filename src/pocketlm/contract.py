@@ -1,0 +1,140 @@
+"""The ``.tflite`` contract shared by the exporter and the runtime (``pocketlm.kv-cache``).
+
+One place says what a pocketlm KV-cache file holds, so the TensorFlow side that writes it and
+the LiteRT side that reads it cannot drift apart. Plain Python: no TensorFlow, no Keras.
+
+Signatures (all share one set of weights):
+
+    decode      tokens [1, 1]                      -> logits [1, V], caches
+    prefill     tokens [1, T_max] (a padded chunk)  -> logits [1, V] of row ``last_index``
+    prefill_<T> tokens [1, T] for smaller chunks    -> same
+    score       tokens [1, T_max]                   -> logits [1, T_max, V] (every row)
+
+Inputs besides ``tokens`` (int32): ``input_pos [1]`` int32 (where the chunk starts in the
+cache), ``last_index [1]`` int32 (not in ``score``), and per layer ``k_cache_<i>`` and
+``v_cache_<i>`` float32 of :attr:`ContractInfo.cache_shape`; outputs: ``logits`` float32 and
+the updated caches under the same names. Two cache layouts exist:
+
+* ``[1, heads, S, head_dim]`` ("heads-first"): the hand-written GPT-2 graph, whose attention
+  multiplies against the cache without a transpose;
+* ``[1, S, kv_heads, head_dim]`` ("keras"): every other family, in KerasHub's own
+  ``call_with_cache`` layout (``kv_heads`` < ``heads`` under grouped-query attention).
+
+The flatbuffer metadata carries :data:`METADATA_KEY` (JSON of :class:`ContractInfo`) and
+:data:`TOKENIZER_METADATA_KEY` (the tokenizer, see :mod:`pocketlm.tokenizer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+CONTRACT_NAME = "pocketlm.kv-cache"
+# Bumped whenever signature names, tensor names, layouts or the metadata schema change in a
+# way an older runtime could misread. Fields added since version 1 (family, cache_shape,
+# start/stop tokens) are optional: a version-1 file without them is a GPT-2 file.
+CONTRACT_VERSION = 1
+METADATA_KEY = "pocketlm.contract"
+TOKENIZER_METADATA_KEY = "pocketlm.tokenizer"
+
+DECODE = "decode"
+PREFILL = "prefill"
+SCORE = "score"
+TOKENS, INPUT_POS, LAST_INDEX, LOGITS = "tokens", "input_pos", "last_index", "logits"
+
+LAYOUT_HEADS_FIRST = "heads-first"  # [1, heads, S, head_dim]
+LAYOUT_KERAS = "keras"  # [1, S, kv_heads, head_dim]
+CACHE_LAYOUTS = {LAYOUT_HEADS_FIRST: "[1, heads, sequence_length, head_dim]",
+                 LAYOUT_KERAS: "[1, sequence_length, kv_heads, head_dim]"}
+
+
+def cache_names(num_layers: int) -> list[str]:
+    """``["k_cache_0", "v_cache_0", "k_cache_1", ...]``: the order of cache inputs/outputs."""
+    return [f"{kv}_cache_{i}" for i in range(num_layers) for kv in ("k", "v")]
+
+
+def prefill_signature_names(lengths: tuple[int, ...]) -> dict[str, int]:
+    """Signature name -> chunk length. The largest chunk is ``prefill``; smaller ones are
+    ``prefill_<n>``, so a short prompt is not padded to the largest chunk."""
+    ordered = sorted(set(lengths), reverse=True)
+    return {PREFILL if i == 0 else f"{PREFILL}_{n}": n for i, n in enumerate(ordered)}
+
+
+def cache_shape(layout: str, sequence_length: int, kv_heads: int, head_dim: int) -> list[int]:
+    """The shape of one K (or V) cache tensor in ``layout``."""
+    if layout == LAYOUT_HEADS_FIRST:
+        return [1, kv_heads, sequence_length, head_dim]
+    if layout == LAYOUT_KERAS:
+        return [1, sequence_length, kv_heads, head_dim]
+    raise ValueError(f"unknown cache layout {layout!r}")
+
+
+@dataclass
+class ContractInfo:
+    """What a pocketlm ``.tflite`` says about itself (JSON under :data:`METADATA_KEY`).
+
+    ``model`` is the backbone's config as KerasHub gives it (``backbone.get_config()``), kept
+    for people and tools; the runtime reads only the typed fields below it.
+    """
+
+    contract: str = CONTRACT_NAME
+    contract_version: int = CONTRACT_VERSION
+    model_type: str = "gpt2"  # the family name (see ``pocketlm families``)
+    model: dict[str, Any] = field(default_factory=dict)
+    sequence_length: int = 256  # cache rows: prompt + generated tokens of one sequence
+    prefill: dict[str, int] = field(default_factory=dict)  # signature -> tokens it consumes
+    quantization: str = "none"
+    end_token_id: int = 50256
+    # Since families: the tokens KerasHub's generate would use. ``start_token_id`` is
+    # prepended to every prompt when ``add_start_token`` (KerasHub's generate_preprocess
+    # always does, except for models trained without one, which say so).
+    start_token_id: int | None = None
+    add_start_token: bool = False
+    stop_token_ids: list[int] = field(default_factory=list)
+    num_layers: int = 0
+    cache_layout: str = LAYOUT_HEADS_FIRST
+    cache_shape: list[int] = field(default_factory=list)
+    vocabulary_size: int = 0
+    tokenizer: str = "gpt2-bpe"  # kind of the tokenizer stored under TOKENIZER_METADATA_KEY
+    source: str = ""
+    created_by: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Version-1 files written before families carry only the GPT-2 config in ``model``:
+        # derive the typed fields from it, so old files keep loading.
+        m = self.model if isinstance(self.model, dict) else {}
+        if not self.num_layers and "num_layers" in m:
+            self.num_layers = _int(m.get("num_layers"))
+        if not self.vocabulary_size and "vocabulary_size" in m:
+            self.vocabulary_size = _int(m.get("vocabulary_size"))
+        if not self.cache_shape and self.cache_layout in (LAYOUT_HEADS_FIRST, CACHE_LAYOUTS[
+                LAYOUT_HEADS_FIRST]) and {"num_heads", "hidden_dim"} <= set(m):
+            heads = _int(m.get("num_heads"))
+            if heads > 0:
+                self.cache_layout = LAYOUT_HEADS_FIRST
+                self.cache_shape = cache_shape(LAYOUT_HEADS_FIRST, _int(self.sequence_length),
+                                               heads, _int(m.get("hidden_dim")) // heads)
+        if not self.stop_token_ids and isinstance(self.end_token_id, int):
+            self.stop_token_ids = [self.end_token_id]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContractInfo:
+        """Read the metadata JSON. Unknown keys are ignored on purpose: a newer pocketlm may
+        add fields an older one can skip (a change it could misread bumps the version)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def signature_tokens(self) -> dict[str, int]:
+        """Every generation signature (``decode`` and the prefills) -> tokens it consumes."""
+        return {**self.prefill, DECODE: 1}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
