@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ContextUnit, GenerationConfig
 from ..errors import PromptError
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer
 from .sampling import Sampler
 
 _WORD = re.compile(r"\S+")
@@ -25,7 +25,7 @@ MAX_PROMPT_CHARS_KEPT = 64_000
 
 
 class StepModel(Protocol):
-    tokenizer: BPETokenizer
+    tokenizer: Tokenizer
     end_token_id: int
     sequence_length: int
 
@@ -52,7 +52,7 @@ class PreparedPrompt:
     truncated: bool  # whether tokens were dropped to fit the model's window
 
 
-def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: GenerationConfig,
+def prepare_prompt(tokenizer: Tokenizer, prompt: str | bytes, cfg: GenerationConfig,
                    sequence_length: int) -> PreparedPrompt:
     """Apply the context window and fit the prompt into the model's cache."""
     if isinstance(prompt, (bytes, bytearray)):
@@ -86,8 +86,7 @@ def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: Generation
     if truncated:
         # Cutting tokens can split a multi-byte character: drop its orphaned tail bytes so
         # the prompt starts on a whole character.
-        while ids and tokenizer.token_bytes[ids[0]][:1] and (
-                tokenizer.token_bytes[ids[0]][0] & 0xC0) == 0x80:
+        while ids and tokenizer.starts_inside_character(ids[0]):
             ids = ids[1:]
     if not ids:
         raise PromptError("the prompt has no tokens after applying the context window")
@@ -121,7 +120,7 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
     done = completion if completion is not None else Completion(prepared)
     done.prompt = prepared
     sampler = Sampler(cfg)
-    streamer = model.tokenizer.streamer()
+    streamer = model.tokenizer.streamer(continuation=True)  # the completion follows the prompt
     t0 = time.perf_counter()
     if cfg.max_new_tokens == 0:
         done.stop_reason = "max_new_tokens"

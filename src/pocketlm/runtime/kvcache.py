@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, cache_root
 from ..errors import ContractError, RuntimeFailure
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer, tokenizer_from_bytes
 
 def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
     blob = metadata.get(METADATA_KEY)
@@ -180,14 +180,14 @@ class KVCacheModel:
     kind = "pocketlm-kv-cache"
 
     def __init__(self, path: Path, info: ContractInfo, metadata: dict[str, bytes],
-                 tokenizer: BPETokenizer | None = None, num_threads: int = 2) -> None:
+                 tokenizer: Tokenizer | None = None, num_threads: int = 2) -> None:
         self.path = path
         self.info = info
         if tokenizer is None:
             blob = metadata.get(TOKENIZER_METADATA_KEY)
             if blob is None:
                 raise ContractError(f"{path} carries no tokenizer; pass one with --tokenizer")
-            tokenizer = BPETokenizer.from_bytes(blob)
+            tokenizer = tokenizer_from_bytes(blob)
         validate_contract(path, info)
         if tokenizer.vocabulary_size > int(info.model["vocabulary_size"]):
             raise ContractError(f"the tokenizer has {tokenizer.vocabulary_size} tokens but "
