@@ -167,7 +167,7 @@ def test_reads_the_pre_package_blob(reference, gpt2):
     legacy = reference.to_bytes()
     assert set(json.loads(zlib.decompress(legacy))) == {"kind", "end_token", "vocab", "merges"}
     tok = tokenizer_from_bytes(legacy)
-    assert tok.end_token_id == 50256 and tok.stop_token_ids == (50256,)
+    assert tok.end_token_id == tok.start_token_id == 50256 and tok.stop_token_ids == (50256,)
     for text in TRICKY[20:30]:
         assert tok.encode(text) == reference.encode(text)
     # Without "end_token" old pocketlm assumed GPT-2's.
@@ -186,7 +186,7 @@ def test_reads_the_pre_package_blob(reference, gpt2):
      "'aa', which is not in the vocabulary"),
     (zlib.compress(b'{"kind": "gpt2-bpe", "vocab": {"a": "x"}, "merges": []}'), "integer ids"),
     (zlib.compress(b'{"kind": "gpt2-bpe", "vocab": {"a": 0}, "merges": [], "end_token": 3}'),
-     "end_token is not a string"),
+     "_token is not a string"),
     (zlib.compress(b'{"kind": "gpt2-bpe", "vocab": {"a": 0}, "merges": []}'),
      "'<|endoftext|>' is not in the vocabulary"),
     (zlib.compress(b'{"kind": "sentencepiece"}'), "no SentencePiece model"),
@@ -350,6 +350,33 @@ def test_spm_special_tokens_in_text(spm):
     assert turn in spm.encode("x<start_of_turn>user")
 
 
+def test_spm_from_file(spm_proto, tmp_path):
+    path = tmp_path / "vocabulary.spm"
+    path.write_bytes(spm_proto)
+    assert SentencePieceTokenizer.from_file(path).encode("Hello") == \
+        SentencePieceTokenizer(spm_proto).encode("Hello")
+    with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
+        SentencePieceTokenizer.from_file(tmp_path / "missing.spm")
+    with pytest.raises(TokenizerError, match="not a SentencePiece model"):
+        SentencePieceTokenizer(b"\x00\x01garbage")
+
+
+def test_spm_refuses_a_denormalizer():
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    out = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(  # NFKC normalization: a real charsmap
+        sentence_iterator=iter(SPM_CORPUS.splitlines()), model_writer=out, vocab_size=420,
+        hard_vocab_limit=False, byte_fallback=True, character_coverage=0.98, minloglevel=2)
+    model = sentencepiece_model_pb2.ModelProto.FromString(out.getvalue())
+    assert model.normalizer_spec.precompiled_charsmap
+    SentencePieceTokenizer(model.SerializeToString())  # a normalizer is SentencePiece's job
+    model.denormalizer_spec.precompiled_charsmap = model.normalizer_spec.precompiled_charsmap
+    with pytest.raises(TokenizerError, match="with a denormalizer are not supported"):
+        SentencePieceTokenizer(model.SerializeToString())
+
+
 def test_spm_serialisation_round_trip(spm, spm_proto):
     chat = SentencePieceTokenizer(spm_proto, SpecialTokens(start="<s>", end="</s>",
                                                            stop=("<end_of_turn>",)))
@@ -390,3 +417,17 @@ def test_spm_ids_match_keras_hub(spm, spm_proto, tf_text):
                 assert spm.decode(keras_ids).lstrip(" ") == keras_text.lstrip(" "), repr(text)
             else:
                 assert spm.decode(keras_ids) == keras_text, repr(text)
+
+
+# -- both kinds in generation ----------------------------------------------------------------
+@pytest.mark.parametrize("window", range(1, 12))
+def test_a_cut_prompt_starts_on_a_whole_character(gpt2, spm, window):
+    """generation cuts the prompt at a token boundary, then drops orphaned continuation bytes."""
+    from pocketlm.config import GenerationConfig
+    from pocketlm.runtime.generation import prepare_prompt
+
+    prompt = "words then 🤖🎉😀 漢字 and é"
+    for tok in (gpt2, spm):
+        prepared = prepare_prompt(tok, prompt, GenerationConfig(context_window=window), 256)
+        assert prepared.ids and not tok.starts_inside_character(prepared.ids[0])
+        assert "\ufffd" not in prepared.text and prompt.endswith(prepared.text.lstrip(" "))

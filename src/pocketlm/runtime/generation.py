@@ -77,13 +77,15 @@ def prepare_prompt(tokenizer: Tokenizer, prompt: str | bytes, cfg: GenerationCon
     if cfg.context_window and cfg.context_unit is ContextUnit.WORDS:
         text = last_words(text, cfg.context_window)
     ids = tokenizer.encode(text)
+    cut = False  # whether ids were cut at a token boundary (maybe inside a character)
     if cfg.context_window and cfg.context_unit is ContextUnit.TOKENS:
+        cut = len(ids) > cfg.context_window
         ids = ids[-cfg.context_window:]
     # Leave room for the completion, but never squeeze the prompt below half the window.
     budget = max(sequence_length - cfg.max_new_tokens, sequence_length // 2, 1)
     if len(ids) > budget:
-        ids, truncated = ids[-budget:], True
-    if truncated:
+        ids, truncated, cut = ids[-budget:], True, True
+    if cut:
         # Cutting tokens can split a multi-byte character: drop its orphaned tail bytes so
         # the prompt starts on a whole character.
         while ids and tokenizer.starts_inside_character(ids[0]):

@@ -15,6 +15,7 @@ invalid bytes each become U+FFFD.
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from typing import Any, Iterable
 
 import sentencepiece
@@ -49,9 +50,9 @@ class SentencePieceTokenizer(Tokenizer):
         if not model.pieces:
             raise TokenizerError("not a SentencePiece model: it has no pieces")
         spec = model.normalizer_spec
-        if model.denormalizer_spec.precompiled_charsmap or model.denormalizer_spec.name not in (
-                "", "identity"):
-            # No KerasHub decoder family uses one; failing beats decoding differently.
+        if model.denormalizer_spec.precompiled_charsmap:
+            # Decoding would rewrite text after the pieces; no KerasHub decoder family's model
+            # has such rules, and failing beats decoding differently from SentencePiece.
             raise TokenizerError("SentencePiece models with a denormalizer are not supported")
         # SentencePiece drops the dummy-prefix space of the first visible piece only under
         # these options (and all leading spaces when it also collapses whitespace).
@@ -73,6 +74,16 @@ class SentencePieceTokenizer(Tokenizer):
         # <s>): allow_special splits them out; user-defined ones it already matches.
         self._split_names = sorted((n for n, i in self._special_by_name.items()
                                     if self._types[i] != _USER_DEFINED), key=len, reverse=True)
+
+    @classmethod
+    def from_file(cls, path: str | Path,
+                  special_tokens: SpecialTokens | None = None) -> SentencePieceTokenizer:
+        """From a model file (KerasHub's ``assets/tokenizer/vocabulary.spm``)."""
+        try:
+            proto = Path(path).read_bytes()
+        except OSError as exc:
+            raise TokenizerError(f"cannot read tokenizer file: {exc}") from exc
+        return cls(proto, special_tokens)
 
     def _piece_bytes(self, i: int) -> bytes:
         kind = self._types[i]
