@@ -1,4 +1,5 @@
-"""The plain-Python GPT-2 tokenizer: exact against KerasHub's, and UTF-8 safe when streaming."""
+"""The GPT-2 tokenizer under its old names (pocketlm.tokenizer): exact against KerasHub's, and
+UTF-8 safe when streaming."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ..config import TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import PocketLMError
 from ..runtime.kvcache import KVCacheModel
 from ..runtime.loader import inspect_model
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer, tokenizer_from_bytes
 
 MODEL_SUFFIX = ".tflite"
 
@@ -55,7 +55,7 @@ class ModelCatalog:
     def __init__(self, root: Path | None) -> None:
         self.root = root.resolve() if root is not None else None
         self._entries: dict[str, ModelEntry] = {}
-        self._tokenizers: dict[tuple[str, float], BPETokenizer] = {}
+        self._tokenizers: dict[tuple[str, float], Tokenizer] = {}
         self._lock = threading.Lock()
 
     def scan(self) -> list[ModelEntry]:
@@ -93,7 +93,7 @@ class ModelCatalog:
             entry = next((e for e in self.scan() if e.id == model_id), None)
         return entry
 
-    def tokenizer(self, entry: ModelEntry) -> BPETokenizer:
+    def tokenizer(self, entry: ModelEntry) -> Tokenizer:
         """The model's own tokenizer (read from its metadata), cached per file version."""
         key = (entry.id, entry.mtime)
         with self._lock:
@@ -101,7 +101,7 @@ class ModelCatalog:
         if tok is None:
             if entry.tokenizer_blob is None:
                 raise PocketLMError(f"{entry.id} carries no tokenizer")
-            tok = BPETokenizer.from_bytes(entry.tokenizer_blob)
+            tok = tokenizer_from_bytes(entry.tokenizer_blob)
             with self._lock:
                 self._tokenizers = {k: v for k, v in self._tokenizers.items()
                                     if k[0] != entry.id}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import ContextUnit, GenerationConfig
 from ..errors import PromptError
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer
 from .sampling import Sampler
 
 _WORD = re.compile(r"\S+")
@@ -25,7 +25,7 @@ MAX_PROMPT_CHARS_KEPT = 64_000
 
 
 class StepModel(Protocol):
-    tokenizer: BPETokenizer
+    tokenizer: Tokenizer
     end_token_id: int
     sequence_length: int
 
@@ -52,7 +52,7 @@ class PreparedPrompt:
     truncated: bool  # whether tokens were dropped to fit the model's window
 
 
-def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: GenerationConfig,
+def prepare_prompt(tokenizer: Tokenizer, prompt: str | bytes, cfg: GenerationConfig,
                    sequence_length: int) -> PreparedPrompt:
     """Apply the context window and fit the prompt into the model's cache."""
     if isinstance(prompt, (bytes, bytearray)):
@@ -77,17 +77,18 @@ def prepare_prompt(tokenizer: BPETokenizer, prompt: str | bytes, cfg: Generation
     if cfg.context_window and cfg.context_unit is ContextUnit.WORDS:
         text = last_words(text, cfg.context_window)
     ids = tokenizer.encode(text)
+    cut = False  # whether ids were cut at a token boundary (maybe inside a character)
     if cfg.context_window and cfg.context_unit is ContextUnit.TOKENS:
+        cut = len(ids) > cfg.context_window
         ids = ids[-cfg.context_window:]
     # Leave room for the completion, but never squeeze the prompt below half the window.
     budget = max(sequence_length - cfg.max_new_tokens, sequence_length // 2, 1)
     if len(ids) > budget:
-        ids, truncated = ids[-budget:], True
-    if truncated:
+        ids, truncated, cut = ids[-budget:], True, True
+    if cut:
         # Cutting tokens can split a multi-byte character: drop its orphaned tail bytes so
         # the prompt starts on a whole character.
-        while ids and tokenizer.token_bytes[ids[0]][:1] and (
-                tokenizer.token_bytes[ids[0]][0] & 0xC0) == 0x80:
+        while ids and tokenizer.starts_inside_character(ids[0]):
             ids = ids[1:]
     if not ids:
         raise PromptError("the prompt has no tokens after applying the context window")
@@ -128,7 +129,7 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
     done = completion if completion is not None else Completion(prepared)
     done.prompt = prepared
     sampler = Sampler(cfg)
-    streamer = model.tokenizer.streamer()
+    streamer = model.tokenizer.streamer(continuation=True)  # the completion follows the prompt
     t0 = time.perf_counter()
     if cfg.max_new_tokens == 0:
         done.stop_reason = "max_new_tokens"

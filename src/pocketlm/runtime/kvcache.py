@@ -25,7 +25,7 @@ from ..config import Quantization, cache_root
 from ..contract import (DECODE, INPUT_POS, LAST_INDEX, LOGITS, METADATA_KEY, SCORE,
                         TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
 from ..errors import ContractError, RuntimeFailure
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer, tokenizer_from_bytes
 
 def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
     blob = metadata.get(METADATA_KEY)
@@ -189,14 +189,14 @@ class KVCacheModel:
     kind = "pocketlm-kv-cache"
 
     def __init__(self, path: Path, info: ContractInfo, metadata: dict[str, bytes],
-                 tokenizer: BPETokenizer | None = None, num_threads: int = 2) -> None:
+                 tokenizer: Tokenizer | None = None, num_threads: int = 2) -> None:
         self.path = path
         self.info = info
         if tokenizer is None:
             blob = metadata.get(TOKENIZER_METADATA_KEY)
             if blob is None:
                 raise ContractError(f"{path} carries no tokenizer; pass one with --tokenizer")
-            tokenizer = BPETokenizer.from_bytes(blob)
+            tokenizer = tokenizer_from_bytes(blob)
         validate_contract(path, info)
         if tokenizer.vocabulary_size > int(info.vocabulary_size):
             raise ContractError(f"the tokenizer has {tokenizer.vocabulary_size} tokens but "

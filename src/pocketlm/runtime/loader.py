@@ -18,6 +18,7 @@ from ..config import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, Co
 from ..errors import ContractError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer, tokenizer_from_bytes
 from .kvcache import KVCacheModel, contract_from_metadata
 from .recipe import (ANDROID_CONTRACT_NAME, ANDROID_CONTRACT_VERSION, RecipeModel,
                      string_signature)
@@ -71,7 +72,7 @@ def inspect_model(path: str | Path) -> Inspection:
     return Inspection(p, kind, summary, contract)
 
 
-def load_tokenizer(spec: str | Path) -> BPETokenizer:
+def load_tokenizer(spec: str | Path) -> Tokenizer:
     """A tokenizer from ``gpt2``, a KerasHub preset directory, or ``VOCAB.json,MERGES.txt``."""
     text = str(spec)
     if text == "gpt2":
@@ -87,7 +88,7 @@ def load_tokenizer(spec: str | Path) -> BPETokenizer:
                          "or VOCAB.json,MERGES.txt")
 
 
-def load_model(path: str | Path, tokenizer: str | Path | BPETokenizer | None = None,
+def load_model(path: str | Path, tokenizer: str | Path | Tokenizer | None = None,
                num_threads: int = 2) -> KVCacheModel | RecipeModel | WindowedModel:
     """Load any compatible .tflite language model for generation (see the module docstring).
 
@@ -102,7 +103,7 @@ def load_model(path: str | Path, tokenizer: str | Path | BPETokenizer | None = N
         return RecipeModel(found.path, found.summary, found.contract, tok, num_threads)
     if found.kind == WindowedModel.kind:
         if tok is None and TOKENIZER_METADATA_KEY in found.summary.metadata:
-            tok = BPETokenizer.from_bytes(found.summary.metadata[TOKENIZER_METADATA_KEY])
+            tok = tokenizer_from_bytes(found.summary.metadata[TOKENIZER_METADATA_KEY])
         return WindowedModel(found.path, found.summary, tok, num_threads)
     raise ContractError(f"{found.path} is not a compatible language model: it has "
                         f"{found.describe_signatures()}. {EXPECTED}")

@@ -25,6 +25,7 @@ from ..config import TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import ContractError, RuntimeFailure
 from ..flatbuf import ModelSummary
 from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer, tokenizer_from_bytes
 
 # The contract name pocketlm writes into the metadata of the files it exports this way.
 ANDROID_CONTRACT_NAME = "pocketlm.android-string"
@@ -100,14 +101,14 @@ class RecipeModel:
     fixed_sampling = True  # the graph picks the tokens: --temperature and friends do not apply
 
     def __init__(self, path: Path, summary: ModelSummary, contract: ContractInfo | None,
-                 tokenizer: BPETokenizer | None = None, num_threads: int = 2) -> None:
+                 tokenizer: Tokenizer | None = None, num_threads: int = 2) -> None:
         found = string_signature(summary)
         if found is None:
             raise ContractError(f"{path} has no signature taking one string and returning one")
         self.path = path
         self.signature, self.input_name, self.output_name = found
         if tokenizer is None and TOKENIZER_METADATA_KEY in summary.metadata:
-            tokenizer = BPETokenizer.from_bytes(summary.metadata[TOKENIZER_METADATA_KEY])
+            tokenizer = tokenizer_from_bytes(summary.metadata[TOKENIZER_METADATA_KEY])
         # The text comes from the graph; the tokenizer here only applies the context window
         # and counts the continuation's tokens. Recipe files are GPT-2 by construction, and
         # byte-level BPE round-trips any text, so GPT-2's is the right default.

@@ -25,7 +25,7 @@ from ai_edge_litert import schema_py_generated as fb
 
 from ..errors import ContractError, ModelFileError, RuntimeFailure
 from ..flatbuf import ModelSummary, TensorInfo, read_bytes_head
-from ..tokenizer import BPETokenizer
+from ..tokenizers import Tokenizer
 
 TOKEN_INPUT = "token_ids"
 MASK_INPUT = "padding_mask"
@@ -139,7 +139,7 @@ class WindowedModel:
 
     kind = "keras-litert"
 
-    def __init__(self, path: Path, summary: ModelSummary, tokenizer: BPETokenizer | None,
+    def __init__(self, path: Path, summary: ModelSummary, tokenizer: Tokenizer | None,
                  num_threads: int = 2) -> None:
         sig = windowed_signature(summary)
         if sig is None:
