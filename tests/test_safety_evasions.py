@@ -39,12 +39,15 @@ EVASIONS = [
     # glued to ordinary words
     ("fuckoff", "fuck"), ("FUCKOFF", "fuck"), ("youfucker", "fuck"), ("gofuckyourself", "fuck"),
     ("bullshitter", "bullshitter"), ("shithouse", "shit"), ("holyshit", "shit"),
-    ("shitshow", "shits"), ("shitbags", "shit"), ("stupidbitch", "bitch"),
+    ("shitshow", "shits"), ("shitbags", "shitbag"), ("stupidbitch", "bitch"),
     ("bitchass", "bitch"), ("bitchesbrew", "bitches"), ("cuntface", "cunt"),
     ("whatacunt", "cunt"), ("slutbag", "slut"), ("twatface", "twat"), ("wankstain", "wank"),
-    ("dumbbitch", "bitch"), ("dipshits", "shits"), ("whorehouse", "whore"),
+    ("dumbbitch", "bitch"), ("dipshits", "dipshit"), ("whorehouse", "whore"),
     ("sh1thead", "shithead"), ("fuuuckoff", "fuck"), ("shiiitface", "shitface"),
     ("niggerlover", "nigger"), ("bigwhore", "whore"), ("Bitchface", "bitch"),
+    # glued to an ending or to text-speak
+    ("cuntish", "cunt"), ("niggerish", "nigger"), ("gookery", "gook"), ("assholeish", "asshole"),
+    ("ubitch", "bitch"), ("urabitch", "bitch"), ("wankered", "wanker"),
 ]
 
 INNOCENT = [
@@ -53,7 +56,8 @@ INNOCENT = [
     "Bridgwater", "Cumbria", "Cockermouth", "Titicaca", "Lake Titicaca", "Arsenal", "Shittim",
     "Shitterton", "Shitlington", "Bitchfield", "Bitche", "Slutsk", "Cuntis", "Wankie",
     "Wankdorf", "Witwatersrand", "Fukuoka", "Fukushima", "Phuket", "Washita", "Assam",
-    "Cockfosters", "Pershore", "Saskatchewan", "Wanaka",
+    "Cockfosters", "Pershore", "Saskatchewan", "Wanaka", "Twatling Road", "Bitchet Green",
+    "Shittlehope", "Shih Tzu", "Shitsu", "a washitsu room",
     # surnames and people
     "Cockburn", "Dickens", "Hancock", "Hitchcock", "Horniman", "Matsushita", "Sexton",
     "Dikshit", "Shittu", "Shitole", "Gookin", "Wankhede", "Sluter", "Kuntz", "Fuchs", "Hitchens",

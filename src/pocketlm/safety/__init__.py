@@ -10,7 +10,8 @@ curated list with careful matching:
   inside any longer word, since no innocent English word contains it.
 * **glued words**: another listed form (4+ letters) inside a longer token counts only when
   the rest of the token, before and after it, is made of common English words
-  (``words.txt``): "fuckoff", "youfucker", "stupidbitch", "shitbags" are caught, while
+  (``words.txt``; after it also an ending, "-ish"; before it text-speak, "u"): "fuckoff",
+  "youfucker", "stupidbitch", "shitbags", "cuntish" are caught, while
   "Scunthorpe" ("s" + "cunt" + "horpe"), "Matsushita", "Lightwater" pass. A token that is
   itself a common word, or on the allow-list (``allow.txt``: "pussycat", "Bitchfield",
   "Cuntis"), passes.

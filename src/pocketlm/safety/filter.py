@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Iterator
 
-from .lexicon import (BLOCKED_WORDS, EMBEDDED_ROOTS, MIN_GLUED, SPACED_COMPOUNDS, common_words,
-                      innocent_names, segments)
+from .lexicon import (BLOCKED_WORDS, EMBEDDED_ROOTS, MIN_GLUED, SPACED_COMPOUNDS, SUFFIXES,
+                      TEXT_SPEAK, common_words, innocent_names, segments)
 
 _PLAIN_ROOTS = frozenset({"fuck", "shit", "cunt", "bitch", "whore", "slut", "twat", "wank"})
 
@@ -137,6 +137,7 @@ class ProfanityFilter:
         # it suspicious: ordinary words and the allowed names.
         self.innocent = frozenset(common_words() | self.allow)
         self._vocabulary = frozenset(common_words() | self.words)  # "shitshitshit"
+        self._before = frozenset(self._vocabulary | TEXT_SPEAK)
         glued = sorted((w for w in set(base) - self.allow if len(w) >= MIN_GLUED),
                        key=lambda w: (-len(w), w))
         self._glued_re = re.compile("|".join(map(re.escape, glued))) if glued else None
@@ -228,14 +229,16 @@ class ProfanityFilter:
 
     def _glued(self, token: str) -> str | None:
         """A blocked form stuck to words: the rest of the token, before and after it, must
-        be made of ordinary words ("you"+"fucker", "fuck"+"off", "stupid"+"bitch")."""
+        be made of ordinary words ("you"+"fucker", "fuck"+"off", "stupid"+"bitch"); what
+        follows it may also be an ending ("cunt"+"ish")."""
         if token in self.innocent:
             return None
         for form in self._glued_forms:  # longest first: "bitches" before "bitch"
             at = token.find(form)
             while at != -1:
                 before, after = token[:at], token[at + len(form):]
-                if segments(before, self._vocabulary) and segments(after, self._vocabulary):
+                if segments(before, self._before) and (
+                        after in SUFFIXES or segments(after, self._vocabulary)):
                     return form
                 at = token.find(form, at + 1)
         return None

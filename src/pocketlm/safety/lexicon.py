@@ -39,6 +39,16 @@ dickface cocksucker cocksuckers cocksucking
 # it is made of words (see ProfanityFilter): "cunt" is in "Scunthorpe", "shit" in "Shittim".
 EMBEDDED_ROOTS: tuple[str, ...] = ("fuck",)
 
+# Endings that make a new word of a listed one ("cuntish", "niggerish", "gookery") and may
+# follow it in a glued token where the rest would not be a word.
+SUFFIXES: frozenset[str] = frozenset("""
+s es ed er ers ery ing ings ish y ier iest ies ness less ful fest
+""".split())
+
+# Text-speak that may stand before a glued form ("ubitch", "urabitch"); not after it, where
+# "u" ends innocent names ("Shitsu", "Shittu").
+TEXT_SPEAK: frozenset[str] = frozenset({"u", "ur", "ya"})
+
 # Shorter forms are too easily found by chance inside a token made of short words.
 MIN_GLUED = 4
 # The longest word a glued token is split into (longer ones are not in words.txt anyway).
