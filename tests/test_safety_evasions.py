@@ -26,7 +26,7 @@ EVASIONS = [
     ("(f uck)", "fuck"), ("what the f uck is this", "fuck"), ("f uuuck", "fuck"),
     ("ph uck", "fuck"), ("f*u*c*k", "fuck"),
     # one piece is a word, the other is not
-    ("sh it", "shit"), ("sh it!", "shit"), ("s hit", "shit"), ("shi t", "shit"),
+    ("sh it", "shit"), ("sh it!", "shit"), ("s hit", "shit"), ("S HIT", "shit"), ("shi t", "shit"),
     ("sh 1t", "shit"), ("5h it", "shit"), ("sh.it", "shit"), ("sh_it", "shit"),
     ("sh\u200bit", "shit"), ("sh it's cold", "shits"), ("bit ch", "bitch"), ("bi tch", "bitch"),
     ("b i t c h", "bitch"), ("c unt", "cunt"), ("cu nt", "cunt"), ("tw at", "twat"),
@@ -48,6 +48,8 @@ EVASIONS = [
     # glued to an ending or to text-speak
     ("cuntish", "cunt"), ("niggerish", "nigger"), ("gookery", "gook"), ("assholeish", "asshole"),
     ("ubitch", "bitch"), ("urabitch", "bitch"), ("wankered", "wanker"),
+    # an allowed name stretched is no longer the name
+    ("shiiite", "shite"), ("twaaatt", "twat"),
 ]
 
 INNOCENT = [
@@ -76,7 +78,8 @@ INNOCENT = [
     "his wet back ached", "factory hand jobs", "Balaam's dumb asses", "the rapist",
     "tit ties", "fu nny", "co unt", "sh ifting", "sh ut", "bit cheap", "Sc unthorpe",
     "pen island", "who 're", "they 're here", "who're you", "Who're they?", "the sh, it",
-    "U.S. hit", "who re-elected", "as she said", "a glass hole",
+    "U.S. hit", "who re-elected", "as she said", "a glass hole", "Mr S hit the ball",
+    "J. Hit and T. Wat",
 ]
 
 

@@ -19,7 +19,8 @@ curated list with careful matching:
   between them and the joined text is a listed word: "f uck", "sh it", "f u c k",
   "f. u. c. k", "a sshole". Not when every piece is an ordinary word: a phrase is judged by
   its words, so "push it", "as shit" (caught as "shit"), "ass hole" and "wet back" are not
-  joined; nor across a comma or an apostrophe ("who 're"). Inside one chunk the separator
+  joined; nor across a comma or an apostrophe ("who 're"), nor an initial and a word ("Mr S
+  hit the ball"). Inside one chunk the separator
   joins: "f.u.c.k", "f-u-c-k", "ass-hole".
 * **normalisation**: case, accents and full-width letters (NFKD), a few Cyrillic look-alikes,
   invisible characters (zero-width space, soft hyphen), leetspeak (``sh1t``, ``$hit``,

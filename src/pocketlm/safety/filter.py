@@ -132,6 +132,7 @@ class ProfanityFilter:
         user_allow = {_fold(w.strip())[0] for w in allow if w.strip()}
         # The package's innocent names pass unless the user blocks one on purpose.
         self.allow = frozenset(user_allow | (innocent_names() - norm))
+        self._user_allow = frozenset(user_allow)
         self.words = frozenset((set(base) | norm) - self.allow)
         # What a piece of a split word or the rest of a glued token may be without making
         # it suspicious: ordinary words and the allowed names.
@@ -165,6 +166,8 @@ class ProfanityFilter:
                 if pieces and term not in SPACED_COMPOUNDS \
                         and all(p in self.innocent for p in pieces):
                     continue  # "push it", "wet back": each piece is a word of its own
+                if term is not None and self._is_initial(text, where, start, end, pieces):
+                    continue  # "Mr S hit the ball", "T. Wat"
             if term is None:
                 continue
             o_start, o_end = where[start], where[end - 1] + 1
@@ -189,6 +192,16 @@ class ProfanityFilter:
         return any(p in self._prefixes for p in _plain_forms(pieces))
 
     # -- internals ------------------------------------------------------------------------
+    def _is_initial(self, text: str, where: list[int], start: int, end: int,
+                    pieces: tuple[str, ...]) -> bool:
+        """Whether two joined pieces are an initial and a name or word: an upper-case letter,
+        then a lower-case word ("S hit") or a capitalised one ("T. Wat"), not "S HIT"."""
+        if len(pieces) != 2 or len(pieces[0]) != 1 or not text[where[start]].isupper():
+            return False
+        second = text[where[end - len(pieces[1])]:where[end - 1] + 1]
+        return (second.islower() and pieces[1] in self.innocent) or second.istitle()
+
+
     @lru_cache(maxsize=16384)
     def _term(self, word: str, glued: bool) -> str | None:
         word = word.strip(_EDGE)
@@ -211,8 +224,8 @@ class ProfanityFilter:
     def _variant_term(self, variant: str, glued: bool) -> str | None:
         runs = list(_run_variants(variant))
         for v in runs:
-            if v in self.allow:
-                return None
+            if v in self._user_allow:  # the user's words, also stretched ("biiitch")
+                return None  # (the package's names only as written: "shiiite" is "shite")
             if v in self.words:
                 return v
             if glued:
