@@ -206,3 +206,16 @@ def test_guard_releases_phrases_whose_words_join():
     shown = "".join(g.push(p) for p in pieces)
     assert g.match is None and shown == "Push it and wash it as she "
     assert g.finish() == "said"
+
+
+def test_guard_on_a_long_suggestion_is_linear_and_still_catches_a_split_word():
+    words = ("It was the best of times, it was the worst of times, it was the age of "
+             "wisdom, it was the age of foolishness.").split()
+    pieces = [" " + words[i % len(words)] for i in range(600)] + [" sh", " it", " then"]
+    g = StreamGuard(F)
+    t0 = time.perf_counter()
+    shown = "".join(g.push(p) for p in pieces) + g.finish()
+    per_piece = (time.perf_counter() - t0) / len(pieces)
+    assert g.match is not None and g.match.term == "shit"
+    assert shown == "".join(pieces[:600]) + " "
+    assert per_piece < 5e-3, f"{per_piece * 1e3:.1f} ms per piece"

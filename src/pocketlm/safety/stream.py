@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .filter import _CHUNK, _EDGE, Match, ProfanityFilter, _fold
+from .filter import _CHUNK, _EDGE, MAX_PIECES, Match, ProfanityFilter, _fold
 
 _HOLD_CHUNKS = 8  # trailing chunks that may still be the first pieces of a split word
 
@@ -58,9 +58,14 @@ class StreamGuard:
         if end <= self.released or (not final and not self.text[self.released:end].strip()):
             return ""  # nothing new, or only spaces: they go out with the next word
         whole = self.prefix + self.text[:end]
-        for m in self.filter.find(whole):
-            if m.end > len(self.prefix):
-                shift = len(self.prefix)
+        # Text released before was checked: look again only as far back as a split word
+        # reaching into the new text could start, so a long suggestion costs O(n), not O(n^2).
+        seam = len(self.prefix) + self.released
+        starts = [m.start() for m in _CHUNK.finditer(whole, 0, seam)]
+        begin = starts[-MAX_PIECES] if len(starts) >= MAX_PIECES else 0
+        shift = len(self.prefix) - begin
+        for m in self.filter.find(whole[begin:]):
+            if m.end > shift:
                 self.match = Match(m.text, m.term, max(m.start - shift, 0), m.end - shift)
                 return ""
         out = self.text[self.released:end]
