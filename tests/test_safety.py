@@ -1,5 +1,6 @@
-"""The profanity filter: whole words, case, leetspeak, disguises, no Scunthorpe problem, and
-the stream guard that checks a suggestion while it is generated."""
+"""The profanity filter: whole words, case, leetspeak, disguises, split and glued words, no
+Scunthorpe problem (an allow-list of names that must pass, a scan of real text), and the
+stream guard that checks a suggestion while it is generated."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 
 import pytest
 
-from pocketlm.safety import BLOCKED_WORDS, ProfanityFilter, StreamGuard, default_filter
+from pocketlm.safety import (BLOCKED_WORDS, ProfanityFilter, StreamGuard, common_words,
+                             default_filter, innocent_names)
 
 F = default_filter()
 
@@ -35,7 +37,7 @@ BLOCKED = [
     # spelled out, within a word or across words
     ("f.u.c.k", "fuck"), ("f-u-c-k", "fuck"), ("f_u_c_k", "fuck"), ("f u c k", "fuck"),
     ("s h i t", "shit"), ("what the f u c k is this", "fuck"), ("a-s-s-h-o-l-e", "asshole"),
-    ("ass-hole", "asshole"), ("holy-shit", "shit"), ("shit's", "shits"),
+    ("ass-hole", "asshole"), ("holy-shit", "shit"), ("shit's", "shit"),
     # unicode disguises
     ("fück", "fuck"), ("ｆｕｃｋ", "fuck"), ("fu\u200bck", "fuck"), ("sh\u00adit", "shit"),
     ("fu\u0441k", "fuck"),  # Cyrillic es
