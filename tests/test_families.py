@@ -128,7 +128,9 @@ def _keras_greedy(authored, prompt: str, n: int) -> tuple[list[int], list[int]]:
     lm.preprocessor = None  # generate() on ids: the packing above is the preprocessor's own
     try:
         lm.compile(sampler=keras_hub.samplers.GreedySampler())
-        out = lm.generate({"token_ids": x, "padding_mask": mask}, stop_token_ids=None)
+        # generate_step is what generate() runs once it has packed the prompt; calling it
+        # directly skips output normalization, which fails on Gemma 3's absent image keys.
+        out = lm.generate_step({"token_ids": x, "padding_mask": mask}, stop_token_ids=None)
     finally:
         lm.preprocessor = saved
     return [int(t) for t in np.asarray(out["token_ids"])[0, count:]], prompt_ids

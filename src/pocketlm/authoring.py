@@ -27,9 +27,10 @@ import keras_hub  # noqa: E402
 
 from .config import DEFAULT_SEQUENCE_LENGTH, ModelConfig  # noqa: E402
 from .errors import ConfigError, PresetError  # noqa: E402
-from .families import Family, family_for_task, get_family  # noqa: E402
+from .families import BPE, SPM, Family, family_for_task, get_family  # noqa: E402
 from .presets import embedded_preset_dir  # noqa: E402
-from .tokenizer import BPETokenizer, gpt2_vocab_files  # noqa: E402
+from .tokenizers import (BytePairTokenizer, SentencePieceTokenizer, SpecialTokens,  # noqa: E402
+                         Tokenizer, gpt2_vocab_files)
 
 # Written beside an embedded preset by pocketlm (KerasHub ignores it): facts about how the
 # model was trained that KerasHub's config cannot say.
@@ -208,33 +209,36 @@ def _wrap(lm, source: str, notes: dict[str, Any] | None = None) -> AuthoredModel
     tokenizer = runtime_tokenizer(ktok, family)
     start = getattr(ktok, "start_token_id", None)
     end = getattr(ktok, "end_token_id", None)
-    stops = [int(end)] if end is not None else []
-    for token in (*family.stop_tokens, getattr(ktok, "end_token2", None)):
-        tid = ktok.token_to_id(token) if token and token in _vocabulary(ktok) else None
-        if tid is not None and int(tid) not in stops:
-            stops.append(int(tid))
     return AuthoredModel(
         causal_lm=lm, family=family, tokenizer=tokenizer, source=source, backbone_config=cfg,
         add_start_token=bool(notes.get("add_start_token", start is not None)),
         start_token_id=None if start is None else int(start),
-        end_token_id=int(end if end is not None else 0), stop_token_ids=stops)
+        end_token_id=int(end if end is not None else 0),
+        stop_token_ids=list(tokenizer.stop_token_ids))
 
 
-def runtime_tokenizer(ktok, family: Family):
+def runtime_tokenizer(ktok, family: Family) -> Tokenizer:
     """The plain-Python tokenizer the runtime uses, with the same ids as KerasHub's ``ktok``.
 
     Byte-level BPE families carry their vocabulary and merges; SentencePiece families their
-    model proto. Raises ConfigError for a tokenizer of an unknown kind.
+    model proto. Special tokens are KerasHub's (start, end, pad and the rest), plus the
+    family's extra stop tokens where the vocabulary has them.
     """
-    from .families import BPE, SPM
+    vocab = _vocabulary(ktok)
+    named = [getattr(ktok, "special_tokens", None) or [], family.special_tokens]
+    other = tuple(dict.fromkeys(t for group in named for t in group if t in vocab))
+    specials = SpecialTokens(
+        start=getattr(ktok, "start_token", None), end=getattr(ktok, "end_token", None),
+        pad=getattr(ktok, "pad_token", None),
+        stop=tuple(t for t in (*family.stop_tokens, getattr(ktok, "end_token2", None))
+                   if t and t in vocab),
+        other=other)
     if family.tokenizer_kind == BPE:
-        vocab = {str(k): int(v) for k, v in dict(ktok.vocabulary).items()}
-        merges = [tuple(m.split(" ")) for m in ktok.merges]
-        end = getattr(ktok, "end_token", None) or "<|endoftext|>"
-        return BPETokenizer(vocab, merges, end_token=end)  # type: ignore[arg-type]
+        merges = [m for m in ktok.merges if not m.startswith("#version")]
+        return BytePairTokenizer({str(k): int(v) for k, v in dict(ktok.vocabulary).items()},
+                                 merges, specials)
     if family.tokenizer_kind == SPM:
-        from .tokenizer import SentencePieceTokenizer
-        return SentencePieceTokenizer(bytes(ktok.proto))
+        return SentencePieceTokenizer(bytes(ktok.proto), specials)
     raise ConfigError(f"unknown tokenizer kind {family.tokenizer_kind!r}")
 
 
@@ -263,5 +267,5 @@ def keras_scorer(authored: AuthoredModel):
     return score
 
 
-__all__ = ["AuthoredModel", "BPETokenizer", "check_backbone_config", "gpt2_keras_tokenizer",
+__all__ = ["AuthoredModel", "check_backbone_config", "gpt2_keras_tokenizer",
            "keras_scorer", "load_causal_lm", "random_causal_lm"]

@@ -239,7 +239,7 @@ def contract_info(authored: AuthoredModel, module: Graph, cfg: ExportConfig) -> 
         stop_token_ids=list(authored.stop_token_ids), num_layers=module.num_layers,
         cache_layout=module.layout, cache_shape=list(module.cache_shape),
         vocabulary_size=int(authored.backbone_config["vocabulary_size"]),
-        tokenizer=getattr(authored.tokenizer, "kind", "gpt2-bpe"), source=authored.source,
+        tokenizer=authored.tokenizer.kind, source=authored.source,
         created_by=f"pocketlm {__version__}, tensorflow {tf.__version__}",
         notes={"score_tokens": cfg.prefill_lengths[0]})
 

@@ -189,6 +189,9 @@ def export_android(authored: AuthoredModel, out_path: str | Path,
             f"the android format supports {', '.join(q.value for q in SUPPORTED)}, not "
             f"{quant.value}: full-int8 calibration would have to run the in-graph tokenizer's "
             "Select-TF ops, which the converter's calibrator cannot")
+    if authored.config is None:
+        raise ConversionError(f"the android format is the recipe's GPT-2 model; "
+                              f"{authored.family.title} converts to the kv-cache format")
     if authored.causal_lm.preprocessor is None:
         raise ConversionError("the android format puts the tokenizer in the graph: the model "
                               "needs its preprocessor")

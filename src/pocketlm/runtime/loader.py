@@ -18,6 +18,7 @@ from ..config import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, Co
 from ..errors import ContractError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer
+from ..tokenizers import SentencePieceTokenizer
 from ..tokenizers import Tokenizer, tokenizer_from_bytes
 from .kvcache import KVCacheModel, contract_from_metadata
 from .recipe import (ANDROID_CONTRACT_NAME, ANDROID_CONTRACT_VERSION, RecipeModel,
@@ -73,7 +74,8 @@ def inspect_model(path: str | Path) -> Inspection:
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
-    """A tokenizer from ``gpt2``, a KerasHub preset directory, or ``VOCAB.json,MERGES.txt``."""
+    """A tokenizer from ``gpt2``, a KerasHub preset directory (BPE or SentencePiece),
+    ``VOCAB.json,MERGES.txt``, or a SentencePiece model file."""
     text = str(spec)
     if text == "gpt2":
         return BPETokenizer.gpt2()
@@ -81,11 +83,15 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         vocab, merges = text.split(",", 1)
         return BPETokenizer.from_files(vocab, merges)
     p = Path(text)
+    if p.is_file() and p.suffix in (".spm", ".model"):
+        return SentencePieceTokenizer.from_file(p)
     for folder in (p / "assets" / "tokenizer", p):
         if (folder / "vocabulary.json").is_file() and (folder / "merges.txt").is_file():
             return BPETokenizer.from_files(folder / "vocabulary.json", folder / "merges.txt")
+        if (folder / "vocabulary.spm").is_file():
+            return SentencePieceTokenizer.from_file(folder / "vocabulary.spm")
     raise TokenizerError(f"no tokenizer at {text}: give 'gpt2', a KerasHub preset directory, "
-                         "or VOCAB.json,MERGES.txt")
+                         "VOCAB.json,MERGES.txt, or a SentencePiece .spm/.model file")
 
 
 def load_model(path: str | Path, tokenizer: str | Path | Tokenizer | None = None,
