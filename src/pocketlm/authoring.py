@@ -13,15 +13,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .quiet import quiet_tensorflow  # noqa: E402
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()  # before Keras imports TensorFlow: its start-up lines stay off stderr
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
 from .config import DEFAULT_SEQUENCE_LENGTH, ModelConfig  # noqa: E402
 from .errors import PresetError  # noqa: E402
-from .presets import embedded_preset_dir  # noqa: E402
+from .presets import check_preset  # noqa: E402
 from .tokenizer import BPETokenizer, gpt2_vocab_files  # noqa: E402
 
 
@@ -72,28 +74,11 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
                    ) -> AuthoredModel:
     """Load a causal LM from a preset directory, an embedded preset, or a KerasHub preset name."""
     name = str(preset)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise PresetError(f"{path} is not a KerasHub preset directory (no config.json)")
-        handle = str(path.resolve())
-    elif (embedded := embedded_preset_dir(name)) is not None:
-        handle = str(embedded)
-    elif "://" in name:
-        handle = name  # kaggle://, hf://, gs:// handles: KerasHub resolves them
-    elif name in keras_hub.models.CausalLM.presets:
-        handle = name  # a KerasHub preset: needs network access the first time
-    elif "/" in name or name.startswith("."):
-        raise PresetError(f"preset directory {name} does not exist")
-    else:
-        from .presets import available_presets
-        known = ", ".join(available_presets() + list(keras_hub.models.GPT2CausalLM.presets))
-        raise PresetError(f"unknown preset {name!r}; try one of: {known}, or a local "
-                          "KerasHub preset directory")
+    kind, handle = check_preset(name)
     try:
         lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length)
     except Exception as exc:  # keras_hub raises many kinds; all mean "cannot load this"
-        hint = "" if path.exists() else (
+        hint = "" if kind == "directory" else (
             " (KerasHub presets are downloaded on first use: check the name and the network,"
             " or pass a local preset directory)")
         raise PresetError(f"cannot load preset {name!r}: {_first_line(exc)}{hint}") from exc

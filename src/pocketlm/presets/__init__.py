@@ -28,3 +28,37 @@ def embedded_preset_dir(name: str) -> Path | None:
 
 def available_presets() -> list[str]:
     return [name for name in EMBEDDED_PRESETS if embedded_preset_dir(name) is not None]
+
+
+# KerasHub's GPT-2 presets (``keras_hub.models.GPT2CausalLM.presets``; a test keeps the two
+# equal), listed here so that a name is checked in milliseconds, without importing Keras.
+KERAS_HUB_GPT2_PRESETS = ("gpt2_base_en", "gpt2_base_en_cnn_dailymail", "gpt2_medium_en",
+                          "gpt2_large_en", "gpt2_extra_large_en")
+
+
+def check_preset(name: str | Path) -> tuple[str, str]:
+    """How a preset name resolves, before anything is loaded: ``(kind, handle)`` with kind
+    one of "directory" (a local KerasHub preset directory), "embedded", "url" (kaggle://,
+    hf://...: KerasHub resolves it) or "keras-hub" (downloaded on first use); handle is what
+    ``from_preset`` takes. Raises PresetError for a missing directory, a directory without
+    config.json, or an unknown name (the message lists the known ones)."""
+    from ..errors import PresetError
+
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise PresetError(f"{path} is not a KerasHub preset directory (no config.json)")
+        return "directory", str(path.resolve())
+    embedded = embedded_preset_dir(text)
+    if embedded is not None:
+        return "embedded", str(embedded)
+    if "://" in text:
+        return "url", text
+    if text in KERAS_HUB_GPT2_PRESETS:
+        return "keras-hub", text
+    if "/" in text or text.startswith("."):
+        raise PresetError(f"preset directory {text} does not exist")
+    known = ", ".join(available_presets() + list(KERAS_HUB_GPT2_PRESETS))
+    raise PresetError(f"unknown preset {text!r}; pocketlm converts GPT-2 presets: try one of: "
+                      f"{known}, or a local KerasHub preset directory")
