@@ -255,6 +255,12 @@ def test_convert_checks_its_arguments_before_loading_tensorflow(tmp_path):
           str(tmp_path)], f"preset directory {tmp_path / 'gone'} does not exist"),
         (["compare", "--text", __file__, "-o", str(tmp_path), "--extra", "nolabel"],
          "--extra takes LABEL=FILE, not 'nolabel'"),
+        (["compare", "--text", __file__, "-o", str(tmp_path), "--report", "../up"],
+         "--report takes a file name without folders, not '../up'"),
+        (["bench", str(tmp_path / "file"), "--json", str(tmp_path)],
+         f"{tmp_path} is a directory: give a file name, e.g. {tmp_path / 'report.json'}"),
+        (["compare", "--text", str(tmp_path / "file"), "-o", str(tmp_path)],
+         f"{tmp_path / 'file'} has no text to evaluate"),
         (["bench", "--build-standard", str(tmp_path / "file")],
          f"{tmp_path / 'file'} is a file, not a directory"),
         (["bench"], "give .tflite files to benchmark, or --build-standard DIR"),
@@ -390,6 +396,19 @@ def test_an_interruption_ends_the_text_line_first(tiny, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert out.startswith("I'm enjoying a") and out.endswith("\n") and out.count("\n") == 1
     assert err == "pocketlm: interrupted\n"
+
+
+def test_eval_of_a_text_too_short_is_one_line(tiny, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_usage_error(run_cli("eval", tiny, "--text", str(empty)),
+                                f"pocketlm: error: {empty} holds 0 tokens: perplexity needs "
+                                "at least 2")
+    short = tmp_path / "short.txt"
+    short.write_text("Once upon a time")
+    assert_one_line_usage_error(run_cli("eval", tiny, "--text", str(short), "--holdout", "0.1"),
+                                f"pocketlm: error: {short} holds 1 token in its held-out "
+                                "part: perplexity needs at least 2")
 
 
 def test_eval_progress_on_a_pipe_is_a_few_lines(tiny, tmp_path):

@@ -48,12 +48,13 @@ def _writable_folder(folder: Path, for_what: Path) -> None:
         raise UsageError(f"cannot write {for_what}: {existing} is not writable")
 
 
-def check_output_file(path: str | Path) -> Path:
+def check_output_file(path: str | Path, example: str = "model.tflite") -> Path:
     """``path`` as a Path if a file can be written there (missing folders are created by the
-    writer). Raises UsageError for a directory, or a folder that is a file or not writable."""
+    writer). Raises UsageError for a directory (the message suggests ``path/example``), or a
+    folder that is a file or not writable."""
     p = Path(path)
     if p.is_dir():
-        raise UsageError(f"{p} is a directory: give a file name, e.g. {p / 'model.tflite'}")
+        raise UsageError(f"{p} is a directory: give a file name, e.g. {p / example}")
     if p.exists() and not os.access(p, os.W_OK):
         raise UsageError(f"cannot write {p}: permission denied")
     _writable_folder(p.parent if str(p.parent) else Path("."), p)

@@ -51,9 +51,7 @@ def cmd_bench(args) -> int:
         raise UsageError("give .tflite files to benchmark, or --build-standard DIR")
     for m in models:
         check_model_file(m)
-    for out in (args.json, args.markdown, args.chart):
-        if out:
-            check_output_file(out)
+    _check_outputs(args.json, args.markdown, args.chart)
     if args.peers:
         check_input_file(args.peers, "peers file")
     if args.build_standard:
@@ -92,6 +90,15 @@ def cmd_bench(args) -> int:
     if args.markdown:
         Path(args.markdown).write_text(table)
     return 0
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Each output file can be written; its missing folders are made now, so that writing it
+    after minutes of work cannot fail on them."""
+    for path in paths:
+        if path:
+            example = "report" + (Path(path).suffix or ".json")
+            check_output_file(path, example).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _build_standard(folder: Path, modes) -> list[str]:
@@ -168,8 +175,7 @@ def cmd_eval(args) -> int:
     for m in args.models:
         check_model_file(m)
     check_input_file(args.text)
-    if args.json:
-        check_output_file(args.json)
+    _check_outputs(args.json)
     if args.reference:
         from ..presets import check_preset
         check_preset(args.reference)
@@ -184,6 +190,10 @@ def cmd_eval(args) -> int:
         scorers = {reference: keras_scorer(load_causal_lm(args.reference, args.window)),
                    **scorers}
     ids = eval_ids(tokenizer, read_text(args.text), args.holdout, args.max_tokens)
+    if len(ids) < 2:
+        raise UsageError(f"{args.text} holds {len(ids)} token{'' if len(ids) == 1 else 's'}"
+                         f"{' in its held-out part' if args.holdout else ''}: perplexity "
+                         "needs at least 2")
     window = min([args.window] + [m.sequence_length for m in models.values()])
     stride = min(args.stride, window)
     progress(f"{len(ids):,} tokens, window {window}, stride {stride}")
@@ -209,6 +219,8 @@ def cmd_compare(args) -> int:
     check_preset(preset)
     check_input_file(args.text)
     check_output_dir(args.out_dir)
+    if not args.report or Path(args.report).name != args.report or args.report in (".", ".."):
+        raise UsageError(f"--report takes a file name without folders, not {args.report!r}")
     if args.calibration_text:
         check_input_file(args.calibration_text)
     extra = {}
@@ -217,15 +229,22 @@ def cmd_compare(args) -> int:
         if not path or not label:
             raise UsageError(f"--extra takes LABEL=FILE, not {item!r}")
         extra[label] = str(check_model_file(path))
-    progress("loading the conversion stack (TensorFlow, KerasHub)...")
-    from ..compare import CompareConfig, run_compare, to_markdown
     from ..textdata import read_text, split_holdout
 
+    evaluated = read_text(args.text)
+    if args.holdout:
+        evaluated = split_holdout(evaluated, args.holdout)[1]
+    if len(evaluated.split()) < 2:  # a word or two is far too little, but no cause to stop
+        raise UsageError(f"{args.text} has no text to evaluate"
+                         f"{' in its held-out part' if args.holdout else ''}")
     calibration = None
     if args.calibration_text:
         calibration = read_text(args.calibration_text)
         if args.holdout and Path(args.calibration_text).resolve() == Path(args.text).resolve():
             calibration = split_holdout(calibration, args.holdout)[0]  # never the held-out part
+    progress("loading the conversion stack (TensorFlow, KerasHub)...")
+    from ..compare import CompareConfig, run_compare, to_markdown
+
     cfg = CompareConfig(preset=preset, text=args.text, out_dir=args.out_dir,
                         modes=tuple(q.value for q in args.modes), holdout=args.holdout,
                         window=args.window, stride=args.stride, max_tokens=args.max_tokens,
