@@ -242,6 +242,24 @@ def test_convert_checks_its_arguments_before_loading_tensorflow(tmp_path):
           str(tmp_path / "m.tflite")], f"text file not found: {tmp_path / 'none.txt'}"),
         (["convert", "--prefill-lengths", "512", "-o", str(tmp_path / "m.tflite")],
          "a prefill length cannot exceed the sequence length"),
+        (["convert", "--random", "tiny", "--sequence-length", "200", "-o",
+          str(tmp_path / "m.tflite")],
+         "--sequence-length 200 is more than the 128 positions of --random tiny (its "
+         "max_sequence_length)"),
+        (["convert", "--sequence-length", "512", "-o", str(tmp_path / "m.tflite")],
+         "--sequence-length 512 is more than the 256 positions of pocketlm_gpt2_shakespeare "
+         "(its max_sequence_length)"),
+        (["convert", "--format", "android", "--max-length", "300", "-o",
+          str(tmp_path / "m.tflite")],
+         "--max-length 300 is more than the 256 positions of pocketlm_gpt2_shakespeare (its "
+         "max_sequence_length)"),
+        (["convert", "--preset", "gpt2_base_en", "--sequence-length", "2048", "-o",
+          str(tmp_path / "m.tflite")],
+         "--sequence-length 2048 is more than the 1024 positions of gpt2_base_en (its "
+         "max_sequence_length)"),
+        (["compare", "--text", __file__, "-o", str(tmp_path), "--window", "1024"],
+         "--window 1024 is more than the 256 positions of pocketlm_gpt2_shakespeare (its "
+         "max_sequence_length)"),
         (["demo", "--preset", "no_such_preset"],
          "unknown preset 'no_such_preset'; pocketlm converts GPT-2 presets: try one of: "
          "pocketlm_gpt2_shakespeare, gpt2_base_en, gpt2_base_en_cnn_dailymail, "

@@ -73,13 +73,21 @@ def random_config(spec: str):
 
 def cmd_convert(args) -> int:
     from ..config import ExportConfig
-    from ..presets import DEFAULT_PRESET, check_preset
+    from ..presets import DEFAULT_PRESET, check_positions
     from ..textdata import read_text
 
     check_output_file(args.output)
     config = random_config(args.random) if args.random else None
-    if config is None:
-        check_preset(args.preset or DEFAULT_PRESET)
+    # Tokens past the position embeddings would make a model that writes garbage.
+    lengths = [(args.sequence_length, "--sequence-length")]
+    if args.format == "android":
+        lengths.append((args.max_length, "--max-length"))
+    for length, option in lengths:
+        if config is None:
+            check_positions(args.preset or DEFAULT_PRESET, length, option)
+        elif length > config.max_sequence_length:
+            raise UsageError(f"{option} {length} is more than the {config.max_sequence_length}"
+                             f" positions of --random {args.random} (its max_sequence_length)")
     if args.calibration_text:
         check_input_file(args.calibration_text)
     try:

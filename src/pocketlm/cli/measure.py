@@ -177,8 +177,8 @@ def cmd_eval(args) -> int:
     check_input_file(args.text)
     _check_outputs(args.json)
     if args.reference:
-        from ..presets import check_preset
-        check_preset(args.reference)
+        from ..presets import check_positions
+        check_positions(args.reference, args.window, "--window")
     models = {Path(m).name: load_model(m) for m in args.models}
     scorers = {k: m.score for k, m in models.items()}
     tokenizer = next(iter(models.values())).tokenizer
@@ -213,10 +213,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..presets import DEFAULT_PRESET, check_preset
+    from ..presets import DEFAULT_PRESET, check_positions
 
     preset = args.preset or DEFAULT_PRESET
-    check_preset(preset)
+    check_positions(preset, args.window, "--window")  # the window is the models' cache length
     check_input_file(args.text)
     check_output_dir(args.out_dir)
     if not args.report or Path(args.report).name != args.report or args.report in (".", ".."):

@@ -62,3 +62,35 @@ def check_preset(name: str | Path) -> tuple[str, str]:
     known = ", ".join(available_presets() + list(KERAS_HUB_GPT2_PRESETS))
     raise PresetError(f"unknown preset {text!r}; pocketlm converts GPT-2 presets: try one of: "
                       f"{known}, or a local KerasHub preset directory")
+
+
+# Position embeddings of KerasHub's GPT-2 presets (all 1024, as OpenAI's GPT-2).
+_KERAS_HUB_GPT2_POSITIONS = 1024
+
+
+def preset_positions(name: str | Path) -> int | None:
+    """The most tokens a preset's model can place (``max_sequence_length``: its position
+    embeddings), read from its config.json without Keras; None when unknown (a URL handle,
+    an unreadable config). Raises PresetError as :func:`check_preset`."""
+    import json
+
+    kind, handle = check_preset(name)
+    if kind == "keras-hub":
+        return _KERAS_HUB_GPT2_POSITIONS
+    if kind in ("directory", "embedded"):
+        try:
+            config = json.loads((Path(handle) / "config.json").read_text())
+            return int(config["config"]["max_sequence_length"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+def check_positions(name: str | Path, length: int, option: str) -> None:
+    """Raise PresetError unless ``length`` tokens fit the preset's position embeddings."""
+    from ..errors import PresetError
+
+    positions = preset_positions(name)
+    if positions is not None and length > positions:
+        raise PresetError(f"{option} {length} is more than the {positions} positions of "
+                          f"{name} (its max_sequence_length)")
