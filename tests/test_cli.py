@@ -222,7 +222,7 @@ def test_a_missing_model_is_reported_the_same_by_every_command(tmp_path):
         assert_one_line_usage_error(run_cli(*args), line)
 
 
-def test_convert_checks_its_arguments_before_loading_tensorflow(tmp_path):
+def test_arguments_are_checked_before_any_slow_work(tmp_path):
     """Each of these used to convert (or import TensorFlow) for seconds before failing."""
     (tmp_path / "file").write_text("x")
     cases = [
@@ -282,6 +282,11 @@ def test_convert_checks_its_arguments_before_loading_tensorflow(tmp_path):
         (["bench", "--build-standard", str(tmp_path / "file")],
          f"{tmp_path / 'file'} is a file, not a directory"),
         (["bench"], "give .tflite files to benchmark, or --build-standard DIR"),
+        (["generate", __file__, "hi", "--tokenizer", "gtp2"],
+         "--tokenizer takes gpt2, a KerasHub preset directory or VOCAB.json,MERGES.txt; gtp2 "
+         "is none of these"),
+        (["generate", __file__, "hi", "--tokenizer", f"{__file__},{tmp_path / 'm.txt'}"],
+         f"tokenizer file not found: {tmp_path / 'm.txt'}"),
         (["eval", __file__, "--text", str(tmp_path)],
          f"{tmp_path} is a directory, not a text file"),
         (["serve", "--block-words", str(tmp_path / "none.txt")],

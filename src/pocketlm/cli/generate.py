@@ -63,6 +63,18 @@ def _window_note(prepared, args) -> str | None:
     return None
 
 
+def _check_tokenizer_spec(spec: str) -> None:
+    """The files --tokenizer names exist (their content is checked when they are read)."""
+    if spec == "gpt2":
+        return
+    if "," in spec:
+        for path in spec.split(",", 1):
+            check_input_file(path, "tokenizer file")
+    elif not os.path.isdir(spec):
+        raise UsageError(f"--tokenizer takes gpt2, a KerasHub preset directory or "
+                         f"VOCAB.json,MERGES.txt; {spec} is none of these")
+
+
 def cmd_generate(args) -> int:
     from ..config import GenerationConfig
     from ..runtime import load_model, stream
@@ -76,6 +88,8 @@ def cmd_generate(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_model_file(args.model)
+    if args.tokenizer:
+        _check_tokenizer_spec(args.tokenizer)
     prompt = _read_prompt(args.prompt)
     if not args.trust:
         from ..runtime.guard import verify_in_child
