@@ -143,3 +143,14 @@ def test_the_issue_sample_cut(tok):
     assert p.text == " today" and p.windowed and not p.truncated
     with pytest.raises(PromptError, match="holds no whole character"):
         prepare_prompt(tok, "🌍", GenerationConfig(context_window=1), 256)
+
+
+def test_an_unknown_window_still_caps_the_work(tok):
+    """The app passes a window of 2**20 tokens for models whose window it does not know."""
+    from pocketlm.runtime.generation import MAX_PROMPT_CHARS_KEPT
+
+    counting = CountingTokenizer(tok)
+    prompt = "All the world's a stage. " * 40_000  # 1 MB
+    p = prepare_prompt(counting, prompt, GenerationConfig(max_new_tokens=5), 1 << 20)
+    assert counting.chars <= 2 * MAX_PROMPT_CHARS_KEPT and p.truncated
+    assert prompt.endswith(p.text)

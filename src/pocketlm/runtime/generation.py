@@ -27,6 +27,9 @@ _SPACE_BEFORE_WORD = re.compile(r"\s(?=\S)")
 _GUESS_CHARS_PER_TOKEN = 4
 # Characters kept in front of the bound for the word the cut lands in.
 _CUT_MARGIN_CHARS = 64
+# A cap on the characters tokenized, whatever the window: callers that do not know the
+# model's window pass a huge one (the app passes 2**20), and no model here needs more.
+MAX_PROMPT_CHARS_KEPT = 64_000
 _longest_token: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
 
 
@@ -92,12 +95,13 @@ def last_tokens(tokenizer: BPETokenizer, text: str, n: int) -> tuple[list[int], 
 
     No token covers more characters than its bytes, so the last ``n`` tokens lie within the
     last ``n * longest_token_bytes`` characters (plus a margin for the word the cut falls
-    in): that bounds the work, whatever the length of ``text``. The search starts smaller
-    (about 4 characters a token) and doubles while the tokenized tail is too short, so the
-    characters tokenized are at most twice the bound and usually a few times ``n``.
+    in): that bounds the work, whatever the length of ``text`` (and it is never more than
+    ``MAX_PROMPT_CHARS_KEPT``). The search starts smaller (about 4 characters a token) and
+    doubles while the tokenized tail is too short, so the characters tokenized are at most
+    twice the bound and usually a few times ``n``.
     """
     longest = _longest_token_bytes(tokenizer)
-    bound = n * longest + longest + _CUT_MARGIN_CHARS
+    bound = min(n * longest + longest + _CUT_MARGIN_CHARS, MAX_PROMPT_CHARS_KEPT)
     size = min(bound, n * _GUESS_CHARS_PER_TOKEN + _CUT_MARGIN_CHARS)
     while True:
         if size >= len(text):
