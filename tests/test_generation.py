@@ -40,9 +40,9 @@ def test_long_prompt_is_cut_to_leave_room(tok):
     assert p.truncated and len(p.ids) == 44
 
 
-@pytest.mark.parametrize("bad", ["", "   \n\t", b"\xff\xfeabc"])
+@pytest.mark.parametrize("bad", ["", "   \n\t", b"\xff\xfeabc", None, 42])
 def test_bad_prompts_have_clear_errors(tok, bad):
-    with pytest.raises(PromptError, match="empty|UTF-8"):
+    with pytest.raises(PromptError, match="empty|UTF-8|must be text"):
         prepare_prompt(tok, bad, GenerationConfig(), 64)
 
 

@@ -125,6 +125,8 @@ def _as_text(prompt: str | bytes) -> str:
             return bytes(prompt).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PromptError(f"the prompt is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
     # A str can still hold a lone surrogate (JSON's "\ud800" escape decodes to one), which
     # UTF-8 cannot encode: refuse it here rather than fail later inside the tokenizer.
     try:
