@@ -75,3 +75,32 @@ def test_generation_stops_when_the_window_is_full(model):
                                                           stop_at_end_token=False))
     assert done.stop_reason == "window_full"
     assert len(done.prompt.ids) + len(done.token_ids) == model.sequence_length + 1
+
+
+@pytest.mark.parametrize("prompt", [
+    "Floccinaucinihilipilification" * 2200,  # the sample: one 63 KB word
+    "".join(chr(0x4E00 + i % 2000) for i in range(60_000)),  # 60k CJK characters, no space
+    "🌍🤖" * 20_000,
+])
+def test_a_long_single_word_prompt_is_cut_in_milliseconds(model, prompt):
+    t0 = time.perf_counter()
+    done = complete(model, prompt, GenerationConfig(max_new_tokens=4))
+    assert time.perf_counter() - t0 < 2  # was 131 s for the first sample
+    assert done.prompt.truncated and prompt.endswith(done.prompt.text)
+    assert len(done.prompt.ids) <= model.sequence_length - 4
+
+
+@pytest.mark.parametrize("name", ["emoji", "mixed", "persian", "combining"])
+@pytest.mark.parametrize("window", [1, 2, 3, 5, 8])
+def test_a_token_window_never_feeds_orphan_bytes(model, name, window):
+    prompt = ODD_PROMPTS[name]
+    cfg = GenerationConfig(max_new_tokens=2, context_window=window)
+    try:
+        done = complete(model, prompt, cfg)
+    except PromptError as exc:
+        assert "holds no whole character" in str(exc)
+        return
+    first = model.tokenizer.token_bytes[done.prompt.ids[0]][:1]
+    assert not first or first[0] & 0xC0 != 0x80
+    assert prompt.endswith(done.prompt.text) and "\ufffd" not in done.prompt.text
+    assert len(done.prompt.ids) <= window

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .quiet import quiet_tensorflow  # noqa: E402
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()  # before Keras imports TensorFlow: its start-up lines stay off stderr
 
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
@@ -28,7 +30,7 @@ import keras_hub  # noqa: E402
 from .config import DEFAULT_SEQUENCE_LENGTH, ModelConfig  # noqa: E402
 from .errors import ConfigError, PresetError  # noqa: E402
 from .families import BPE, SPM, Family, family_for_task, get_family  # noqa: E402
-from .presets import embedded_preset_dir  # noqa: E402
+from .presets import check_preset  # noqa: E402
 from .tokenizers import (BytePairTokenizer, SentencePieceTokenizer, SpecialTokens,  # noqa: E402
                          Tokenizer, gpt2_vocab_files)
 
@@ -145,26 +147,9 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
     not convert, with the reason).
     """
     name = str(preset)
-    path = Path(name).expanduser()
+    kind, handle = check_preset(name)
     notes: dict[str, Any] = {}
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise PresetError(f"{path} is not a KerasHub preset directory (no config.json)")
-        handle = str(path.resolve())
-    elif (embedded := embedded_preset_dir(name)) is not None:
-        handle = str(embedded)
-    elif "://" in name:
-        handle = name  # kaggle://, hf://, gs:// handles: KerasHub resolves them
-    elif name in keras_hub.models.CausalLM.presets:
-        handle = name  # a KerasHub preset: needs network access the first time
-    elif "/" in name or name.startswith("."):
-        raise PresetError(f"preset directory {name} does not exist")
-    else:
-        from .presets import available_presets
-        known = ", ".join(available_presets() + sorted(keras_hub.models.CausalLM.presets)[:12])
-        raise PresetError(f"unknown preset {name!r}; try one of: {known}, ..., or a local "
-                          "KerasHub preset directory")
-    if Path(handle).is_dir():
+    if kind in ("directory", "embedded"):
         notes = _preset_notes(Path(handle))
         _refuse_early(Path(handle))
     try:
@@ -172,7 +157,7 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
         lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length,
                                                    dtype="float32")
     except Exception as exc:  # keras_hub raises many kinds; all mean "cannot load this"
-        hint = "" if path.exists() else (
+        hint = "" if kind == "directory" else (
             " (KerasHub presets are downloaded on first use: check the name and the network,"
             " or pass a local preset directory)")
         raise PresetError(f"cannot load preset {name!r}: {_first_line(exc)}{hint}") from exc

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .config import ExportConfig, Quantization
+from .progress import Progress as ProgressCounter
 from .quality import evaluate, greedy_match
 
 Progress = Callable[[str], None]
@@ -95,14 +95,10 @@ def run_compare(cfg: CompareConfig, progress: Progress = print) -> dict:
     progress(f"evaluating {len(ids):,} tokens (window {window}, stride {stride}) for "
              f"{REFERENCE} and {', '.join(models)}")
     scorers = {REFERENCE: keras_scorer(authored), **{k: m.score for k, m in models.items()}}
-    last = [0.0]
-
-    def tick(done: int, total: int) -> None:
-        if time.time() - last[0] > 5 or done == total:
-            last[0] = time.time()
-            progress(f"  window {done}/{total}")
-
+    # A bar on a terminal; on a pipe a line at 25, 50, 75 and 100%.
+    tick = ProgressCounter("  scoring", unit="windows")
     quality = evaluate(ids, scorers, window, stride, reference=REFERENCE, progress=tick).results()
+    tick.close()
     progress(f"greedy divergence: {cfg.greedy_prompts} prompts x {cfg.greedy_tokens} tokens")
     starts = np.linspace(0, max(0, len(ids) - 17), cfg.greedy_prompts).astype(int)
     prompts = [ids[s:s + 16] for s in starts]

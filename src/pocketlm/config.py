@@ -7,6 +7,7 @@ authoring/export side (Keras, TensorFlow) and the runtime side (LiteRT only) can
 from __future__ import annotations
 
 import enum
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -200,11 +201,14 @@ class GenerationConfig:
         self.context_unit = ContextUnit(self.context_unit)
         if self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        # NaN passes every comparison and infinity turns logits into NaN: both are refused.
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError("temperature must be a finite number >= 0")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError("top_p must be in (0, 1]")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError("seed must be >= 0")
         if self.context_window is not None and self.context_window < 1:
             raise ValueError("context_window must be >= 1")

@@ -53,3 +53,9 @@ class PromptError(PocketLMError):
 
 class RuntimeFailure(PocketLMError):
     """The interpreter failed while running a model."""
+
+
+class UsageError(PocketLMError):
+    """A command-line value or path is unusable (out of range, missing, a directory...)."""
+
+    exit_code = 2

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
+
+from .quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow's import: its start-up lines stay off stderr
+import tensorflow as tf  # noqa: E402
 
 from . import __version__
 from .authoring import AuthoredModel

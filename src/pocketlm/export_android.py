@@ -30,7 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+
+from .quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow's import: its start-up lines stay off stderr
+import tensorflow as tf  # noqa: E402
 from ai_edge_litert import schema_py_generated as fb
 
 from . import __version__

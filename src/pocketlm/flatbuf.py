@@ -18,6 +18,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from .errors import ModelFileError
+from .paths import check_model_file
 
 _IDENTIFIER = b"TFL3"
 _TYPE_NAMES = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
@@ -26,11 +27,7 @@ _OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswi
 
 def read_bytes(path: str | Path) -> bytes:
     """The whole file, with clear errors for a missing, empty or non-flatbuffer file."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelFileError(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelFileError(f"{p} is a directory, not a .tflite file")
+    p = check_model_file(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -132,10 +129,7 @@ def summarize(path: str | Path) -> ModelSummary:
 
 def read_bytes_head(p: Path) -> None:
     """Existence and identifier checks without reading the whole file."""
-    if not p.exists():
-        raise ModelFileError(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelFileError(f"{p} is a directory, not a .tflite file")
+    check_model_file(p)
     try:
         with open(p, "rb") as f:
             head = f.read(8)

@@ -18,7 +18,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
+
+from .quiet import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow's import: its start-up lines stay off stderr
+import tensorflow as tf  # noqa: E402
 from tensorflow.compiler.tf2xla.python import xla
 
 from .config import ModelConfig

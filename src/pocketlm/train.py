@@ -12,7 +12,6 @@ the weights with the best validation loss are kept. A model card (README.md) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .authoring import random_causal_lm
 from .config import ModelConfig
 from .textdata import read_text, split_holdout
 from .tokenizer import BPETokenizer
@@ -61,6 +59,8 @@ def _val_batches(tokens: np.ndarray, length: int) -> np.ndarray:
 
 def train(cfg: TrainConfig) -> dict:
     import keras
+
+    from .authoring import random_causal_lm
 
     t0 = time.time()
     text = read_text(cfg.data)
@@ -206,25 +206,63 @@ def _greedy(lm, ids: list[int], n: int) -> list[int]:
     return seq[len(ids):]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+# Each setting's value type: whole numbers and finite numbers in range (argparse turns a bad
+# value into one line and exit code 2 before TensorFlow is imported).
+def _setting_types() -> dict:
+    from .cli.args import SEED_MAX, integer, number
+    return {
+        "num_layers": integer(1, 1000), "num_heads": integer(1, 1024),
+        "hidden_dim": integer(1, 1 << 16), "intermediate_dim": integer(1, 1 << 18),
+        "max_sequence_length": integer(2, 1 << 16), "dropout": number(0, 1, hi_open=True),
+        "batch_size": integer(1, 1 << 16), "learning_rate": number(0, 10, lo_open=True),
+        "weight_decay": number(0, 10), "warmup_steps": integer(0),
+        "max_steps": integer(1), "minutes": number(0, None, lo_open=True),
+        "eval_every": integer(1), "holdout_fraction": number(0, 1, lo_open=True, hi_open=True),
+        "seed": integer(0, SEED_MAX),
+    }
+
+
+def build_parser():
+    """The ``python -m pocketlm.train`` parser: every TrainConfig field is an option."""
+    from .cli.args import HelpFormatter, Parser
+
+    parser = Parser(prog="python -m pocketlm.train", description=__doc__.splitlines()[0],
+                    formatter_class=HelpFormatter)
     defaults = TrainConfig(data="", out="")
+    types = _setting_types()
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
-        if name in ("data", "out"):
-            parser.add_argument(flag, required=True)
+        if name == "data":
+            parser.add_argument(flag, required=True, help="a UTF-8 text file to train on")
+        elif name == "out":
+            parser.add_argument(flag, required=True, help="the preset directory to write")
         else:
-            parser.add_argument(flag, type=type(value), default=value)
+            parser.add_argument(flag, type=types[name], default=value,
+                                help=name.replace("_", " "))
     parser.add_argument("--card-only", action="store_true",
                         help="only rewrite README.md from the preset's training.json")
-    args = parser.parse_args(argv)
-    if args.card_only:
-        out = Path(args.out)
-        write_model_card(out, json.loads((out / "training.json").read_text()))
-        return 0
-    params = vars(args)
-    params.pop("card_only")
-    train(TrainConfig(**params))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import PocketLMError
+    from .paths import check_input_file, check_output_dir
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.card_only:
+            out = Path(args.out)
+            check_input_file(out / "training.json", "training record")
+            write_model_card(out, json.loads((out / "training.json").read_text()))
+            return 0
+        check_input_file(args.data)
+        check_output_dir(args.out)
+        params = vars(args)
+        params.pop("card_only")
+        train(TrainConfig(**params))
+    except PocketLMError as exc:
+        print(f"pocketlm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

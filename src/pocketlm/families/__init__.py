@@ -55,6 +55,9 @@ def family_for_task(task_class: str, backbone_config: dict[str, Any]) -> Family:
     """
     if task_class in REFUSED:
         raise UnsupportedModelError(f"{task_class}: {REFUSED[task_class].reason}")
+    if task_class.endswith("Seq2SeqLM") or task_class.endswith("AudioToText"):
+        raise UnsupportedModelError(f"{task_class} is an encoder-decoder model; pocketlm "
+                                    "converts decoder-only language models")
     matches = [f for f in FAMILIES.values() if f.task == task_class]
     if not matches:
         raise UnsupportedModelError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
@@ -19,9 +20,17 @@ from ..tokenizers import Tokenizer
 from .sampling import Sampler
 
 _WORD = re.compile(r"\S+")
-# Text longer than this is cut before tokenizing: no model here has a window anywhere near
-# it, and BPE on megabytes of text would waste seconds before the window throws it away.
+_SPACE_BEFORE_WORD = re.compile(r"\s(?=\S)")
+# First guess of characters per token when cutting a long prompt before tokenizing it;
+# English BPE averages about 4. The guess only sets where the search starts: a text that
+# needs more characters per token is re-cut with twice as many, up to the safe bound.
+_GUESS_CHARS_PER_TOKEN = 4
+# Characters kept in front of the bound for the word the cut lands in.
+_CUT_MARGIN_CHARS = 64
+# A cap on the characters tokenized, whatever the window: callers that do not know the
+# model's window pass a huge one (the app passes 2**20), and no model here needs more.
 MAX_PROMPT_CHARS_KEPT = 64_000
+_longest_token: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
 
 
 class StepModel(Protocol):
@@ -36,13 +45,95 @@ class StepModel(Protocol):
 
 def last_words(text: str, n: int) -> str:
     """The last ``n`` words of ``text`` (words are runs of non-space characters), with the
-    original spacing and punctuation between the kept words preserved."""
+    original spacing and punctuation between the kept words preserved.
+
+    Reads only the end of ``text``: the work is bounded by the length of the kept words, not
+    of the whole text. Raises ValueError when ``n`` < 1.
+    """
     if n < 1:
         raise ValueError("n must be >= 1")
-    starts = [m.start() for m in _WORD.finditer(text)]
-    if len(starts) <= n:
-        return text.lstrip()
-    return text[starts[-n]:]
+    size = n * 16 + _CUT_MARGIN_CHARS
+    while True:
+        start = max(0, len(text) - size)
+        tail = text[start:]
+        starts = [m.start() for m in _WORD.finditer(tail)]
+        if start == 0:
+            return tail.lstrip() if len(starts) <= n else tail[starts[-n]:]
+        # The first match may be the end of a word the cut went through: only words after
+        # it are known whole, so more than n are needed.
+        if len(starts) > n:
+            return tail[starts[-n]:]
+        size *= 2
+
+
+def _longest_token_bytes(tokenizer: Tokenizer) -> int:
+    """Bytes in the tokenizer's longest token: no token covers more characters than this."""
+    try:
+        return _longest_token[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    longest = max((len(b) for b in tokenizer.token_bytes), default=1) or 1
+    try:
+        _longest_token[tokenizer] = longest
+    except TypeError:  # not weak-referenceable: compute it each time (50k lengths, ~2 ms)
+        pass
+    return longest
+
+
+def _word_aligned(tail: str) -> str:
+    """``tail`` from its first space that precedes a non-space, so that the cut falls between
+    words and the tail tokenizes as it does inside the whole text (BPE pre-tokenizers split
+    before such a space). Looks only in the first ``_CUT_MARGIN_CHARS`` characters (the margin
+    the cut keeps for this), and leaves ``tail`` unchanged if there is none there."""
+    m = _SPACE_BEFORE_WORD.search(tail, 0, _CUT_MARGIN_CHARS)
+    return tail[m.start():] if m else tail
+
+
+def last_tokens(tokenizer: Tokenizer, text: str, n: int) -> tuple[list[int], bool]:
+    """The token ids of the end of ``text``: at most ``n`` of them, and whether any of the
+    text was left out. Tokenizes only the end of the text.
+
+    No token covers more characters than its bytes, so the last ``n`` tokens lie within the
+    last ``n * longest_token_bytes`` characters (plus a margin for the word the cut falls
+    in): that bounds the work, whatever the length of ``text`` (and it is never more than
+    ``MAX_PROMPT_CHARS_KEPT``). The search starts smaller (about 4 characters a token) and
+    doubles while the tokenized tail is too short, so the characters tokenized are at most
+    twice the bound and usually a few times ``n``.
+    """
+    longest = _longest_token_bytes(tokenizer)
+    bound = min(n * longest + longest + _CUT_MARGIN_CHARS, MAX_PROMPT_CHARS_KEPT)
+    size = min(bound, n * _GUESS_CHARS_PER_TOKEN + _CUT_MARGIN_CHARS)
+    while True:
+        if size >= len(text):
+            ids = tokenizer.encode(text)
+            return ids[-n:], len(ids) > n
+        ids = tokenizer.encode(_word_aligned(text[-size:]))
+        # More than n: the first token (maybe part of a cut word) is not among those kept.
+        if len(ids) > n or size >= bound:
+            return ids[-n:], True
+        size = min(2 * size, bound)
+
+
+def _is_continuation(tokenizer: Tokenizer, token: int) -> bool:
+    return tokenizer.starts_inside_character(token)
+
+
+def _as_text(prompt: str | bytes) -> str:
+    if isinstance(prompt, (bytes, bytearray)):
+        try:
+            return bytes(prompt).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptError(f"the prompt is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
+    # A str can still hold a lone surrogate (JSON's "\ud800" escape decodes to one), which
+    # UTF-8 cannot encode: refuse it here rather than fail later inside the tokenizer.
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PromptError(f"the prompt is not valid Unicode (a lone surrogate at "
+                          f"character {exc.start})") from None
+    return prompt
 
 
 @dataclass
@@ -50,49 +141,52 @@ class PreparedPrompt:
     text: str  # the text actually fed (after the context window)
     ids: list[int]
     truncated: bool  # whether tokens were dropped to fit the model's window
+    windowed: bool = False  # whether the context window left out part of the prompt
 
 
 def prepare_prompt(tokenizer: Tokenizer, prompt: str | bytes, cfg: GenerationConfig,
                    sequence_length: int) -> PreparedPrompt:
-    """Apply the context window and fit the prompt into the model's cache."""
-    if isinstance(prompt, (bytes, bytearray)):
-        try:
-            prompt = bytes(prompt).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PromptError(f"the prompt is not valid UTF-8 (byte {exc.start})") from None
-    elif isinstance(prompt, str):
-        # A str can still hold a lone surrogate (JSON's "\ud800" escape decodes to one), which
-        # UTF-8 cannot encode: refuse it here rather than fail later inside the tokenizer.
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise PromptError(f"the prompt is not valid Unicode (a lone surrogate at "
-                              f"character {exc.start})") from None
-    if not prompt or not prompt.strip():
+    """Apply the context window and fit the prompt into the model's cache.
+
+    ``prompt``: text, or UTF-8 bytes. The kept part is the end of the prompt: at most
+    ``cfg.context_window`` words or tokens, and at most ``max(sequence_length -
+    max_new_tokens, sequence_length // 2)`` tokens, so the completion has room. Every cut
+    starts on a whole character. The work is bounded by the kept window, not by the length
+    of the prompt: only its end is tokenized (see :func:`last_tokens`).
+
+    Raises PromptError for an empty prompt, bytes that are not UTF-8, a lone surrogate, or
+    a window that keeps no whole character.
+    """
+    text = _as_text(prompt)
+    if not text or not text.strip():
         raise PromptError("the prompt is empty: type some text to complete")
-    text = prompt
-    truncated = False
-    if len(text) > MAX_PROMPT_CHARS_KEPT:
-        text, truncated = text[-MAX_PROMPT_CHARS_KEPT:], True
+    windowed = False
+    window_tokens = None
     if cfg.context_window and cfg.context_unit is ContextUnit.WORDS:
-        text = last_words(text, cfg.context_window)
-    ids = tokenizer.encode(text)
-    cut = False  # whether ids were cut at a token boundary (maybe inside a character)
-    if cfg.context_window and cfg.context_unit is ContextUnit.TOKENS:
-        cut = len(ids) > cfg.context_window
-        ids = ids[-cfg.context_window:]
+        kept = last_words(text, cfg.context_window)
+        windowed = len(kept) < len(text.lstrip())
+        text = kept
+    elif cfg.context_window:
+        window_tokens = cfg.context_window
     # Leave room for the completion, but never squeeze the prompt below half the window.
     budget = max(sequence_length - cfg.max_new_tokens, sequence_length // 2, 1)
-    if len(ids) > budget:
-        ids, truncated, cut = ids[-budget:], True, True
-    if cut:
-        # Cutting tokens can split a multi-byte character: drop its orphaned tail bytes so
-        # the prompt starts on a whole character.
-        while ids and tokenizer.starts_inside_character(ids[0]):
-            ids = ids[1:]
+    limit = min(budget, window_tokens) if window_tokens else budget
+    ids, dropped = last_tokens(tokenizer, text, limit)
+    by_window = dropped and window_tokens is not None and window_tokens <= budget
+    truncated = dropped and not by_window
+    windowed = windowed or by_window
+    # A cut between tokens can split a multi-byte character (an emoji is 2-3 byte tokens):
+    # drop the orphaned tail bytes, so that the prompt starts on a whole character.
+    first = 0
+    while first < len(ids) and _is_continuation(tokenizer, ids[first]):
+        first += 1
+    if ids and first == len(ids):
+        raise PromptError(f"the context window ({limit} tokens) holds no whole character of "
+                          "the prompt's end: make it larger")
+    ids = ids[first:]
     if not ids:
         raise PromptError("the prompt has no tokens after applying the context window")
-    return PreparedPrompt(tokenizer.decode(ids), ids, truncated)
+    return PreparedPrompt(tokenizer.decode(ids), ids, truncated, windowed)
 
 
 @dataclass

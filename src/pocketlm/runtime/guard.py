@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import cache_root
 from ..errors import ContractError, ModelFileError, PocketLMError
+from ..paths import check_model_file
 
 _OK = "POCKETLM-GUARD-OK"
 _ERR = "POCKETLM-GUARD-ERROR"
@@ -38,9 +39,7 @@ def verify_in_child(path: str | Path, tokenizer: str | None = None, timeout: flo
                     remember: bool = True) -> None:
     """Raise a clear :class:`PocketLMError` unless a child process can load ``path`` and run
     one step with it. A crash of the child (a signal) becomes a :class:`ModelFileError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"model file not found: {p}")
+    p = check_model_file(path)
     marker = _verified_dir() / _key(p)
     if remember and marker.exists():
         return

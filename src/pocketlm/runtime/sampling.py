@@ -19,7 +19,10 @@ class Sampler:
         cfg = self.cfg
         if cfg.temperature == 0.0:
             return int(np.argmax(logits))
-        logits = logits / cfg.temperature
+        # Shift first, so that a tiny temperature sends the others to -inf, not the top to
+        # +inf (inf - inf would be NaN).
+        with np.errstate(over="ignore"):
+            logits = (logits - np.max(logits)) / cfg.temperature
         if cfg.top_k and cfg.top_k < logits.size:
             # Everything below the k-th largest logit is dropped.
             kth = np.partition(logits, -cfg.top_k)[-cfg.top_k]

@@ -1,0 +1,163 @@
+"""``pocketlm convert`` and ``pocketlm demo``: the commands that need the conversion stack.
+Every argument is checked before TensorFlow is imported (that takes seconds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..paths import check_input_file, check_output_file
+from .args import (QUANTIZATION_HELP, SEED_MAX, Stdout, add_command, add_generation_options,
+                   integer, integers, quantization)
+
+RANDOM_CONFIGS = ("tiny", "gpt2-small")
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def add_convert(sub) -> None:
+    p = add_command(sub, "convert", cmd_convert,
+                    help="author a KerasHub GPT-2 and convert it to .tflite",
+                    description="Build a KerasHub GPT-2 causal LM and convert it to one "
+                                "KV-cache .tflite with prefill/decode signatures (or, with "
+                                "--format android, the recipe's string-in, string-out model).")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="embedded preset name, KerasHub preset name (needs "
+                                      "network), or a local preset directory (default: the "
+                                      "embedded model)")
+    src.add_argument("--random", metavar="CONFIG",
+                     help=f"random weights: {' | '.join(RANDOM_CONFIGS)} | a ModelConfig .json")
+    p.add_argument("--seed", type=integer(0, SEED_MAX), default=0,
+                   help=f"seed for --random weights, 0..{SEED_MAX}")
+    p.add_argument("-q", "--quantize", type=quantization, default="dynamic-int8",
+                   metavar="MODE", help=QUANTIZATION_HELP)
+    p.add_argument("--sequence-length", type=integer(2, 65536), default=256,
+                   help="cache length: most tokens per sequence (prompt and completion)")
+    p.add_argument("--prefill-lengths", type=integers(1), default="64,16",
+                   help="token counts of the prefill signatures, comma-separated, each at "
+                        "most --sequence-length")
+    p.add_argument("--calibration-text", help="text file for full-int8 calibration "
+                                              "(default: a built-in sample)")
+    p.add_argument("--calibration-samples", type=integer(1, 100_000), default=32,
+                   help="windows of the calibration text used for full-int8")
+    p.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    p.add_argument("--format", choices=["kv-cache", "android"], default="kv-cache",
+                   help="kv-cache: prefill/decode signatures, builtin ops only; android: the "
+                        "recipe's string-in, string-out model, tokenizer and decode loop in "
+                        "the graph, Select-TF ops (see docs/formats.md)")
+    p.add_argument("--max-length", type=integer(2, 65536), default=100,
+                   help="android format: most tokens (start token, prompt, continuation), "
+                        "frozen into the file (as in the recipe)")
+
+
+def random_config(spec: str):
+    """The ModelConfig --random names. Raises UsageError."""
+    from ..config import ModelConfig
+    if spec == "tiny":
+        return ModelConfig.tiny()
+    if spec == "gpt2-small":
+        return ModelConfig()
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"--random takes {' or '.join(RANDOM_CONFIGS)} or a .json file; "
+                         f"{spec} is neither")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise UsageError(f"bad model config {path}: {exc}") from None
+
+
+def cmd_convert(args) -> int:
+    from ..config import ExportConfig
+    from ..presets import DEFAULT_PRESET, check_positions
+    from ..textdata import read_text
+
+    check_output_file(args.output)
+    config = random_config(args.random) if args.random else None
+    # Tokens past the position embeddings would make a model that writes garbage.
+    lengths = [(args.sequence_length, "--sequence-length")]
+    if args.format == "android":
+        lengths.append((args.max_length, "--max-length"))
+    for length, option in lengths:
+        if config is None:
+            check_positions(args.preset or DEFAULT_PRESET, length, option)
+        elif length > config.max_sequence_length:
+            raise UsageError(f"{option} {length} is more than the {config.max_sequence_length}"
+                             f" positions of --random {args.random} (its max_sequence_length)")
+    if args.calibration_text:
+        check_input_file(args.calibration_text)
+    try:
+        cfg = ExportConfig(sequence_length=args.sequence_length,
+                           prefill_lengths=args.prefill_lengths, quantization=args.quantize,
+                           calibration_samples=args.calibration_samples,
+                           calibration_text=(read_text(args.calibration_text)
+                                             if args.calibration_text else None))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    progress("loading the conversion stack (TensorFlow, KerasHub)...")
+    from ..authoring import load_causal_lm, random_causal_lm
+    from ..export import export
+
+    if config is not None:
+        authored = random_causal_lm(config, args.sequence_length, args.seed)
+    else:
+        authored = load_causal_lm(args.preset or DEFAULT_PRESET, args.sequence_length)
+    if args.format == "android":
+        from ..export_android import export_android
+        result = export_android(authored, args.output, args.max_length, args.quantize,
+                                progress=progress)
+    else:
+        result = export(authored, args.output, cfg, progress=progress)
+    print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {args.quantize.value}, "
+          f"signatures {', '.join(result.signatures)}) in {result.seconds:.1f}s")
+    return 0
+
+
+def add_demo(sub) -> None:
+    p = add_command(sub, "demo", cmd_demo,
+                    help="the main job: convert the embedded model (once) and complete a "
+                         "prompt, with size and speed",
+                    description="Convert the embedded model (cached after the first run), "
+                                "complete a prompt and print the model's size and speed.")
+    p.add_argument("prompt", nargs="?", default="I'm enjoying a", help="the text to complete")
+    p.add_argument("--preset", help="a preset name or directory (default: the embedded model)")
+    p.add_argument("-q", "--quantize", type=quantization, default="dynamic-int8",
+                   metavar="MODE", help=QUANTIZATION_HELP)
+    # Sampled by default (seeded, so the output is the same every run): greedy text from a
+    # small model loops on one line, which shows the model worse than it is.
+    add_generation_options(p, max_new_tokens=60, temperature=0.8, top_k=40, seed=0)
+
+
+def cmd_demo(args) -> int:
+    from ..config import GenerationConfig
+    from ..demo import run_demo
+    from ..presets import DEFAULT_PRESET, check_preset
+
+    check_preset(args.preset or DEFAULT_PRESET)
+    try:
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    started = []
+
+    def show(piece: str) -> None:
+        if not started:
+            started.append(True)
+            print("\n--- completion " + "-" * 50, flush=True)
+            Stdout.write(args.prompt)
+        Stdout.write(piece)
+
+    r = run_demo(args.prompt, gen, args.preset or DEFAULT_PRESET, args.quantize,
+                 progress=progress, on_piece=show)
+    Stdout.write("\n" + "-" * 65 + "\n")
+    print(f"model:  {r.model_path} ({r.size_bytes / 2**20:.1f} MiB"
+          f"{', converted now' if r.converted else ', cached'})")
+    print(f"speed:  load {r.load_seconds * 1000:.0f} ms, first token "
+          f"{r.time_to_first_token * 1000:.0f} ms, {r.tokens_per_second:.1f} tokens/s "
+          f"({r.tokens} new tokens)")
+    return 0
