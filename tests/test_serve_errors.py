@@ -96,6 +96,9 @@ def test_port_below_1024_without_the_right(tmp_path):
     ("nosuch.invalid", "cannot listen on host 'nosuch.invalid'"),  # no such name (RFC 2606)
     ("999.1.1.1", "cannot listen on host '999.1.1.1'"),            # not an address
     ("a..b", "cannot listen on host 'a..b'"),                     # not a host name
+    ("ü..x", "cannot listen on host 'ü..x'"),                     # nor one IDNA can encode
+    ("ä" * 70, "cannot listen on host"),                          # a label too long
+    ("[::1]", "cannot listen on host '[::1]'"),                   # brackets belong in URLs
     ("192.0.2.1", "cannot listen on 192.0.2.1: it is not an address of this machine"),
 ])
 def test_bad_host(host, expected, tmp_path):

@@ -28,6 +28,11 @@ _CONVERT = ("import sys; from pocketlm.demo import cached_model; "
             "print(p)")
 
 
+def _codes(*names: str) -> set[int]:
+    # Windows sockets report WSA codes (10048 for "in use"), which errno also names there.
+    return {getattr(errno, n) for n in names if hasattr(errno, n)}
+
+
 def bind_error(host: str, port: int, exc: OSError) -> str:
     """One line for an OS error from binding ``host:port``: what happened and what to do."""
     shown = f"[{host}]" if ":" in host else host or "every address"
@@ -37,16 +42,16 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
         return (f"cannot listen on host {host!r}: it is not an address or a name this machine "
                 f"can resolve ({exc.strerror}); use an address of this machine, e.g. --host "
                 "127.0.0.1 (this machine only)")
-    if code == errno.EADDRINUSE:
+    if code in _codes("EADDRINUSE", "WSAEADDRINUSE"):
         other = port + 1 if 0 < port < 65535 else 8766
         return (f"port {port} is already in use on {shown} (another program, or another "
                 f"`pocketlm serve`?): stop it, or pick another port with --port, e.g. "
                 f"--port {other} (--port 0 takes any free port)")
-    if code in (errno.EACCES, errno.EPERM):
+    if code in _codes("EACCES", "EPERM", "WSAEACCES"):
         low = " (ports below 1024 need administrator rights)" if 0 < port < 1024 else ""
         return (f"permission denied to listen on {where}{low}: pick another port with "
                 "--port, e.g. --port 8765")
-    if code in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+    if code in _codes("EADDRNOTAVAIL", "EAFNOSUPPORT", "WSAEADDRNOTAVAIL", "WSAEAFNOSUPPORT"):
         return (f"cannot listen on {host}: it is not an address of this machine "
                 f"({exc.strerror}); use one that is, e.g. --host 127.0.0.1 (this machine only)")
     return f"cannot listen on {where}: {exc.strerror or exc}"
@@ -67,7 +72,7 @@ def check_bind(host: str, port: int) -> None:
             sock.bind((host, port))
     except OSError as exc:
         raise PocketLMError(bind_error(host, port, exc)) from None
-    except UnicodeError:  # a host name that IDNA cannot encode, e.g. "a..b"
+    except (UnicodeError, TypeError):  # a name IDNA cannot encode ("ü..x"): "encoding failed"
         raise PocketLMError(f"cannot listen on host {host!r}: not a valid host name; use an "
                             "address of this machine, e.g. --host 127.0.0.1") from None
 
