@@ -121,8 +121,11 @@ async function reconnect() {
 
 // An error, or a stream that ended early: the server itself may be gone (stopping it also
 // stops its model workers, which would otherwise read as "the model failed").
-async function reportFailure(error, status) {
-  if (!(await serverAlive())) { showServerGone(); return; }
+// ``ctrl``: the request it is about; a newer one started meanwhile makes it old news.
+async function reportFailure(error, status, ctrl) {
+  const alive = await serverAlive();
+  if (state.controller !== ctrl) return;
+  if (!alive) { showServerGone(); return; }
   if (error) showError(error, status);
   else showMessage("The answer stopped before it was complete. Try again.", "cut");
 }
@@ -307,15 +310,15 @@ async function generate() {
     });
     if (!resp.ok) {
       const err = await resp.json().catch(() => ({ error: { message: resp.statusText } }));
-      if (resp.status >= 500) await reportFailure(err.error, resp.status);
+      if (resp.status >= 500) await reportFailure(err.error, resp.status, ctrl);
       else showError(err.error, resp.status);
       return;
     }
     const run = { finished: false, error: null };
     for await (const ev of sseEvents(resp)) onEvent(ev, run);
-    if (run.error || !run.finished) await reportFailure(run.error);
+    if (run.error || !run.finished) await reportFailure(run.error, undefined, ctrl);
   } catch (e) {
-    if (e.name !== "AbortError" && state.controller === ctrl) await reportFailure(null);
+    if (e.name !== "AbortError") await reportFailure(null, undefined, ctrl);
   } finally {
     if (state.controller === ctrl) { state.controller = null; setBusy(false); }
   }
