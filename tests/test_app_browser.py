@@ -297,3 +297,171 @@ def test_no_suggestion_after_regenerations(browser, server, mdir, tmp_path):
         pg.close()
     finally:
         srv.stop()
+
+
+# -- newcomer friction (issue 14): a phone's width, focus, shortcuts, reloads, a stopped server
+LONG_NAME = "pocketlm_gpt2_shakespeare-dynamic-int8-calibrated-on-tinyshakespeare.tflite"
+
+
+@pytest.fixture(scope="module")
+def long_names_server(tiny_models, tmp_path_factory):
+    """Model files with long names, as real ones have: the picker must still fit a phone."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("long-names")
+    shutil.copy(tiny_models["dynamic-int8"], root / LONG_NAME)
+    (root / "an-old-export-that-is-not-a-language-model-at-all.tflite").write_bytes(b"junk")
+    srv = Server.start(root, tmp_path_factory.mktemp("long-names-server"))
+    yield srv
+    srv.stop()
+
+
+def _overflowing(pg) -> list[str]:
+    """Elements whose box reaches past the right edge of the viewport."""
+    return pg.evaluate("""[...document.querySelectorAll('body *')]
+        .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > innerWidth + 0.5)
+        .map(e => e.tagName + '#' + e.id + '.' + e.className)""")
+
+
+@pytest.mark.parametrize("width", [390, 320])
+def test_phone_width_does_not_scroll_sideways(browser, long_names_server, width):
+    context = browser.new_context(viewport={"width": width, "height": 844})
+    pg = context.new_page()
+    try:
+        pg.goto(long_names_server.url)
+        pg.wait_for_selector("#model option", state="attached")
+        assert pg.input_value("#model") == LONG_NAME
+        pg.fill("#story", STORY)
+        generate(pg)
+        wait_done(pg)  # the suggestion and the Accept / New suggestion buttons are shown too
+        assert pg.is_visible("#model") and pg.is_visible("#accept")
+        box = pg.locator("#model").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        scroll, inner = pg.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert inner == width and scroll <= inner, (scroll, inner)
+        assert _overflowing(pg) == []
+        if width == 390:
+            ARTIFACTS.mkdir(exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / "app-screenshot-390.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def active(pg) -> str:
+    return pg.evaluate("document.activeElement.id || document.activeElement.tagName")
+
+
+def test_focus_stays_in_the_story(page):
+    page.fill("#story", STORY)
+    generate(page)
+    assert active(page) == "story"  # Generate is disabled while it runs: not the page body
+    wait_done(page)
+    assert active(page) == "story"
+    generate(page, "#again")  # New suggestion hides itself while it runs
+    assert active(page) == "story"
+    page.wait_for_selector("#suggestion:not(:empty)")
+    page.click("#stop")  # Stop hides itself
+    assert page.get_attribute("#generate", "aria-busy") == "false"
+    assert active(page) == "story"
+    page.keyboard.type(" and")  # typing goes on where it was: at the end of the story
+    assert page.input_value("#story") == STORY + " and"
+
+
+def test_keyboard_shortcuts_are_shown_and_work(page):
+    hint = page.locator("#generate .key")
+    assert hint.is_visible() and hint.text_content() == "Ctrl+Enter"
+    assert page.get_attribute("#generate", "aria-keyshortcuts") == "Control+Enter"
+    page.fill("#seed", "4")
+    page.fill("#story", STORY)
+    page.focus("#story")
+    with page.expect_request("**/v1/completions") as req:
+        page.keyboard.press("Control+Enter")
+    assert json.loads(req.value.post_data)["prompt"] == STORY
+    assert page.input_value("#story") == STORY  # no newline typed
+    wait_done(page)
+    first = suggestion(page)
+    assert first and page.locator("#accept .key").text_content() == "Tab"
+
+    # From a settings field too; after New suggestion (seed + 1) Ctrl+Enter starts over.
+    generate(page, "#again")
+    wait_done(page)
+    page.focus("#max-tokens")
+    with page.expect_request("**/v1/completions") as req:
+        page.keyboard.press("Control+Enter")
+    assert json.loads(req.value.post_data)["seed"] == 4
+    wait_done(page)
+    assert suggestion(page) == first
+
+    # Escape stops, and says so on the Stop button.
+    page.fill("#max-tokens", "60")
+    generate(page)
+    page.wait_for_selector("#suggestion:not(:empty)")
+    assert page.locator("#stop .key").text_content() == "Esc" and page.is_visible("#stop .key")
+    page.keyboard.press("Escape")
+    assert page.get_attribute("#generate", "aria-busy") == "false" and page.is_hidden("#stop")
+    partial = suggestion(page)
+    page.keyboard.press("Tab")  # accepts what came before the stop
+    assert partial and page.input_value("#story") == STORY + partial and suggestion(page) == ""
+
+
+def test_story_and_settings_survive_a_reload(page):
+    text = STORY + "\n\nA second paragraph, with “quotes” and ünïcode."
+    page.fill("#story", text)
+    page.fill("#temperature", "0.5")
+    page.fill("#seed", "11")
+    page.uncheck("#filter")
+    page.select_option("#unit", "tokens")
+    page.reload()
+    page.wait_for_selector("#model option", state="attached")
+    assert page.input_value("#story") == text
+    assert page.input_value("#temperature") == "0.5" and page.input_value("#seed") == "11"
+    assert not page.is_checked("#filter") and page.input_value("#unit") == "tokens"
+    # What is restored is what is sent.
+    body = generate(page)
+    assert body["prompt"] == text and body["seed"] == 11 and body["profanity_filter"] is False
+    wait_done(page)
+    # Accepting and clearing are remembered too.
+    page.click("#accept")
+    accepted = page.input_value("#story")
+    page.reload()
+    assert page.input_value("#story") == accepted != text
+    page.click("#clear")
+    page.reload()
+    assert page.input_value("#story") == ""
+
+
+def test_a_stopped_server_is_reported_and_the_page_reconnects(browser, mdir, tmp_path):
+    srv = Server.start(mdir, tmp_path / "srv", "--token-delay", "0.05")
+    pg = browser.new_page()
+    try:
+        pg.goto(srv.url)
+        pg.wait_for_selector("#model option", state="attached")
+        pg.fill("#max-tokens", "60")
+        pg.fill("#story", STORY)
+        generate(pg)
+        pg.wait_for_selector("#suggestion:not(:empty)")
+        srv.stop()  # while it streams: its workers stop too
+        pg.wait_for_selector("#message:not([hidden])")
+        message = pg.text_content("#message")
+        assert pg.get_attribute("#message", "data-kind") == "server_gone", message
+        assert "server stopped or cannot be reached" in message and "exit code" not in message
+        wait_done(pg)
+
+        generate(pg)  # Generate again while it is down
+        pg.wait_for_selector("#message[data-kind=server_gone]:not([hidden])")
+        assert "model failed" not in pg.text_content("#message")
+        wait_done(pg)
+
+        # Started again on the same port: the page notices by itself and works again.
+        again = Server.start(mdir, tmp_path / "srv2", "--port", str(srv.port))
+        try:
+            pg.wait_for_selector("#message[data-kind=reconnected]", state="attached",
+                                 timeout=15_000)
+            generate(pg)
+            wait_done(pg)
+            assert suggestion(pg) and pg.get_attribute("#message", "data-kind") != "server_gone"
+        finally:
+            again.stop()
+    finally:
+        pg.close()
+        srv.stop()

@@ -35,7 +35,21 @@ class BenchConfig:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    """Peak resident memory of this process so far, MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own address
+    space. Not ``ru_maxrss``: Linux carries it over fork and exec, so a child started by a
+    big parent (``bench --build-standard`` converts models first, several GiB) would report
+    the parent's peak instead of its own. Elsewhere ``ru_maxrss`` (KiB; bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def _one_run(model, new_tokens: int) -> dict[str, float]:

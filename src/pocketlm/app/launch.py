@@ -5,10 +5,15 @@
   cache directory is the models directory;
 * a ``.tflite`` file: that model, its directory is the models directory;
 * a directory: its first compatible model (by name) is the default.
+
+The address is checked first (:func:`check_bind`), before any model is converted, so a port in
+use or a host that is not this machine's costs the user one line and no wait.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +26,55 @@ from .settings import ServerConfig
 _CONVERT = ("import sys; from pocketlm.demo import cached_model; "
             "p, _ = cached_model(progress=lambda m: print(m, file=sys.stderr, flush=True)); "
             "print(p)")
+
+
+def _codes(*names: str) -> set[int]:
+    # Windows sockets report WSA codes (10048 for "in use"), which errno also names there.
+    return {getattr(errno, n) for n in names if hasattr(errno, n)}
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line for an OS error from binding ``host:port``: what happened and what to do."""
+    shown = f"[{host}]" if ":" in host else host or "every address"
+    where = f"{shown}:{port}"
+    code = exc.errno
+    if isinstance(exc, socket.gaierror):
+        return (f"cannot listen on host {host!r}: it is not an address or a name this machine "
+                f"can resolve ({exc.strerror}); use an address of this machine, e.g. --host "
+                "127.0.0.1 (this machine only)")
+    if code in _codes("EADDRINUSE", "WSAEADDRINUSE"):
+        other = port + 1 if 0 < port < 65535 else 8766
+        return (f"port {port} is already in use on {shown} (another program, or another "
+                f"`pocketlm serve`?): stop it, or pick another port with --port, e.g. "
+                f"--port {other} (--port 0 takes any free port)")
+    if code in _codes("EACCES", "EPERM", "WSAEACCES"):
+        low = " (ports below 1024 need administrator rights)" if 0 < port < 1024 else ""
+        return (f"permission denied to listen on {where}{low}: pick another port with "
+                "--port, e.g. --port 8765")
+    if code in _codes("EADDRNOTAVAIL", "EAFNOSUPPORT", "WSAEADDRNOTAVAIL", "WSAEAFNOSUPPORT"):
+        return (f"cannot listen on {host}: it is not an address of this machine "
+                f"({exc.strerror}); use one that is, e.g. --host 127.0.0.1 (this machine only)")
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def check_bind(host: str, port: int) -> None:
+    """Raise PocketLMError (one line, see :func:`bind_error`) if ``host:port`` cannot be bound.
+
+    A probe: the socket is closed again at once; the server binds for real later (and reports
+    the same way if the address was taken meanwhile). Port 0 is always free.
+    """
+    try:
+        # The same family and address as the server's bind (server.make_server).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As the HTTP server does: a port left in TIME_WAIT by a stopped server is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise PocketLMError(bind_error(host, port, exc)) from None
+    except (UnicodeError, TypeError):  # a name IDNA cannot encode ("ü..x"): "encoding failed"
+        raise PocketLMError(f"cannot listen on host {host!r}: not a valid host name; use an "
+                            "address of this machine, e.g. --host 127.0.0.1") from None
 
 
 def _read_words(path: str | None) -> list[str]:
@@ -53,6 +107,9 @@ def embedded_default(progress: Callable[[str], None]) -> tuple[Path | None, str]
 
 def build_config(args, progress: Callable[[str], None]) -> ServerConfig:
     """The server settings for parsed ``serve`` arguments. Raises PocketLMError."""
+    if not 0 <= args.port <= 65535:
+        raise PocketLMError(f"--port {args.port} is not a port: use 1 to 65535 (0 = any free)")
+    check_bind(args.host, args.port)
     target = Path(args.model) if args.model else None
     models_dir = Path(args.models_dir) if args.models_dir else None
     default: str | None = None

@@ -345,6 +345,7 @@ def _event_error(data: dict[str, Any]) -> api.ApiError:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    allow_reuse_port = False  # never share a port with another server (Python 3.14 defaults on)
     # The listen backlog: socketserver's default of 5 makes the kernel reset connections
     # when a burst arrives at once (a page reloading, a script firing requests); a larger
     # backlog lets them wait to be accepted, and the bounded queue then answers 503.
@@ -371,8 +372,14 @@ def _announce(line: str) -> None:
 
 
 def serve(config: ServerConfig, announce: Callable[[str], None] = _announce) -> None:
-    """Run until interrupted (Ctrl-C or SIGTERM)."""
-    httpd, app = make_server(config)
+    """Run until interrupted (Ctrl-C or SIGTERM). Raises PocketLMError (one line) when the
+    address cannot be bound: a port in use, a port the user may not open, a bad host."""
+    try:
+        httpd, app = make_server(config)
+    except OSError as exc:
+        from ..errors import PocketLMError
+        from .launch import bind_error
+        raise PocketLMError(bind_error(config.host, config.port, exc)) from None
     host, port = httpd.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     announce(f"pocketlm app: http://{shown}:{port}/")

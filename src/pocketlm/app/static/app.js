@@ -10,12 +10,22 @@ const els = {
   modelInfo: $("model-info"), windowOn: $("window-on"), window: $("window"),
   windowValue: $("window-value"), unit: $("unit"), maxTokens: $("max-tokens"),
   temperature: $("temperature"), topK: $("top-k"), topP: $("top-p"), seed: $("seed"),
-  filter: $("filter"),
+  filter: $("filter"), generateKey: $("generate-key"),
 };
 const WINDOW_RANGES = { words: [5, 50, 20], tokens: [8, 256, 64] };
 const SETTINGS = ["windowOn", "window", "unit", "maxTokens", "temperature", "topK", "topP",
   "seed", "filter"];
-const state = { suggestion: "", controller: null, models: [], reroll: 0 };
+const state = { suggestion: "", controller: null, models: [], reroll: 0, reconnect: null };
+const RECONNECT_MS = 2000;  // how often to look for a stopped server coming back
+const KEYS = { settings: "pocketlm.settings", model: "pocketlm.model", story: "pocketlm.story" };
+
+// localStorage can be missing or refuse (private windows, a full quota): the page still works.
+function store(key, value) {
+  try { localStorage.setItem(key, value); } catch (e) { /* not remembered */ }
+}
+function stored(key) {
+  try { return localStorage.getItem(key); } catch (e) { return null; }
+}
 
 // -- rendering ------------------------------------------------------------------------------
 function render() {
@@ -32,6 +42,17 @@ function setBusy(busy) {
   els.generate.setAttribute("aria-busy", String(busy));
   els.stop.hidden = !busy;
   render();
+  keepFocus();
+}
+
+// A focused button that is disabled or hidden (Generate, New suggestion, Stop, Accept) drops
+// the focus to the page body; keep it in the story instead, where typing, Tab (accept),
+// Ctrl+Enter (generate) and Escape (stop) work.
+function keepFocus() {
+  const a = document.activeElement;
+  if (!a || a === document.body || (a.tagName === "BUTTON" && (a.disabled || a.hidden))) {
+    els.story.focus({ preventScroll: true });
+  }
 }
 
 function showMessage(text, kind = "error", info = false) {
@@ -72,6 +93,43 @@ function showError(error, status) {
   showMessage(text.replace(/\.\.$/, "."), kind);
 }
 
+// -- the server going away ------------------------------------------------------------------
+// Any answer at all (even an error status) means the server is there.
+async function serverAlive() {
+  try {
+    await fetch("/health", { cache: "no-store", signal: AbortSignal.timeout(3000) });
+    return true;
+  } catch (e) {
+    return false;
+  }
+}
+
+function showServerGone() {
+  showMessage(`The server stopped or cannot be reached at ${location.host}. Start it again ` +
+    "(pocketlm serve): this page reconnects by itself, and your text is kept.", "server_gone");
+  if (state.reconnect === null) state.reconnect = setTimeout(reconnect, RECONNECT_MS);
+}
+
+async function reconnect() {
+  if (!(await serverAlive())) { state.reconnect = setTimeout(reconnect, RECONNECT_MS); return; }
+  state.reconnect = null;
+  if (els.message.dataset.kind === "server_gone") {
+    showMessage("Reconnected to the server.", "reconnected", true);
+  }
+  await loadModels();  // it may have restarted with other models
+}
+
+// An error, or a stream that ended early: the server itself may be gone (stopping it also
+// stops its model workers, which would otherwise read as "the model failed").
+// ``ctrl``: the request it is about; a newer one started meanwhile makes it old news.
+async function reportFailure(error, status, ctrl) {
+  const alive = await serverAlive();
+  if (state.controller !== ctrl) return;
+  if (!alive) { showServerGone(); return; }
+  if (error) showError(error, status);
+  else showMessage("The answer stopped before it was complete. Try again.", "cut");
+}
+
 // -- settings -------------------------------------------------------------------------------
 function windowLabel() {
   els.windowValue.textContent = `${els.window.value} ${els.unit.value}`;
@@ -89,17 +147,26 @@ function setUnit(keepValue) {
 function saveSettings() {
   const data = {};
   for (const k of SETTINGS) data[k] = els[k].type === "checkbox" ? els[k].checked : els[k].value;
-  localStorage.setItem("pocketlm.settings", JSON.stringify(data));
+  store(KEYS.settings, JSON.stringify(data));
 }
 
 function loadSettings() {
   let data = {};
-  try { data = JSON.parse(localStorage.getItem("pocketlm.settings") || "{}"); } catch (e) { /* reset */ }
+  try { data = JSON.parse(stored(KEYS.settings) || "{}"); } catch (e) { /* reset */ }
   for (const k of SETTINGS) {
     if (!(k in data)) continue;
     if (els[k].type === "checkbox") els[k].checked = Boolean(data[k]); else els[k].value = data[k];
   }
   setUnit(true);
+}
+
+function saveStory() {
+  store(KEYS.story, els.story.value);
+}
+
+function loadStory() {
+  const text = stored(KEYS.story);
+  if (text) els.story.value = text;
 }
 
 function num(el, fallback) {
@@ -132,9 +199,10 @@ function describeModel(m) {
 async function loadModels() {
   let data;
   try {
-    data = await (await fetch("/api/models")).json();
+    data = await (await fetch("/api/models", { cache: "no-store" })).json();
   } catch (e) {
-    showMessage(`The server could not be reached: ${e.message}`, "network");
+    if (await serverAlive()) showMessage(`Could not list the models: ${e.message}`, "network");
+    else showServerGone();
     return;
   }
   state.models = data.models;
@@ -146,7 +214,7 @@ async function loadModels() {
     opt.title = describeModel(m);
     els.model.add(opt);
   }
-  const saved = localStorage.getItem("pocketlm.model");
+  const saved = stored(KEYS.model);
   const usable = (id) => data.models.some((m) => m.id === id && m.compatible);
   els.model.value = usable(saved) ? saved : (data.default || "");
   if (data.no_model && !usable(els.model.value)) showMessage(`No model: ${data.no_model}`, "no_model");
@@ -160,7 +228,7 @@ function modelChanged(save = true) {
     els.maxTokens.max = m.sequence_length - 1;
     if (Number(els.maxTokens.value) >= m.sequence_length) els.maxTokens.value = m.sequence_length - 1;
   }
-  if (save && m) localStorage.setItem("pocketlm.model", m.id);
+  if (save && m) store(KEYS.model, m.id);
   if (save) { cancel(); clearSuggestion(); hideMessage(); els.stats.textContent = ""; }
 }
 
@@ -191,8 +259,8 @@ async function* sseEvents(resp) {
   }
 }
 
-function onEvent(ev) {
-  if (ev.error) { showError(ev.error); return; }
+function onEvent(ev, run) {
+  if (ev.error) { run.error = ev.error; return; }
   const p = ev.pocketlm || {};
   if (p.event === "start") {
     const cut = p.prompt_truncated ? " (cut to fit the model)" : "";
@@ -204,7 +272,7 @@ function onEvent(ev) {
   }
   const choice = (ev.choices || [])[0] || {};
   if (choice.text) { state.suggestion += choice.text; render(); }
-  if (choice.finish_reason) finished(ev, choice.finish_reason, p);
+  if (choice.finish_reason) { run.finished = true; finished(ev, choice.finish_reason, p); }
 }
 
 function finished(ev, reason, p) {
@@ -242,12 +310,15 @@ async function generate() {
     });
     if (!resp.ok) {
       const err = await resp.json().catch(() => ({ error: { message: resp.statusText } }));
-      showError(err.error, resp.status);
+      if (resp.status >= 500) await reportFailure(err.error, resp.status, ctrl);
+      else showError(err.error, resp.status);
       return;
     }
-    for await (const ev of sseEvents(resp)) onEvent(ev);
+    const run = { finished: false, error: null };
+    for await (const ev of sseEvents(resp)) onEvent(ev, run);
+    if (run.error || !run.finished) await reportFailure(run.error, undefined, ctrl);
   } catch (e) {
-    if (e.name !== "AbortError") showMessage(`The server could not be reached: ${e.message}`, "network");
+    if (e.name !== "AbortError") await reportFailure(null, undefined, ctrl);
   } finally {
     if (state.controller === ctrl) { state.controller = null; setBusy(false); }
   }
@@ -257,6 +328,7 @@ async function generate() {
 function accept() {
   if (!state.suggestion || els.suggestion.classList.contains("none")) return;
   els.story.value += state.suggestion;
+  saveStory();
   clearSuggestion();
   state.reroll = 0;
   els.story.focus();
@@ -277,6 +349,7 @@ async function copy() {
 function clearAll() {
   cancel();
   els.story.value = "";
+  saveStory();
   clearSuggestion();
   hideMessage();
   els.stats.textContent = els.sent.textContent = "";
@@ -286,12 +359,24 @@ function clearAll() {
 els.story.addEventListener("input", () => {
   // Typing replaces a suggestion: it was made for the old text.
   if (state.suggestion || state.controller) { cancel(); clearSuggestion(); }
+  saveStory();
   render();
 });
 els.story.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
-  if (e.key === "Tab" && !els.accept.hidden) { e.preventDefault(); accept(); }
+  if (e.key === "Tab" && !e.shiftKey && !els.accept.hidden) { e.preventDefault(); accept(); }
 });
+// Anywhere on the page: Ctrl+Enter (Cmd+Enter on a Mac) generates, Escape stops.
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !els.generate.disabled) {
+    e.preventDefault();
+    state.reroll = 0;
+    generate();
+  } else if (e.key === "Escape" && state.controller) {
+    e.preventDefault();
+    cancel();
+  }
+});
+if (/Mac|iPhone|iPad/.test(navigator.platform)) els.generateKey.textContent = "⌘+Enter";
 els.generate.addEventListener("click", () => { state.reroll = 0; generate(); });
 els.again.addEventListener("click", () => { state.reroll += 1; generate(); });
 els.stop.addEventListener("click", cancel);
@@ -300,9 +385,14 @@ els.copy.addEventListener("click", copy);
 els.clear.addEventListener("click", clearAll);
 els.model.addEventListener("change", () => modelChanged(true));
 els.unit.addEventListener("change", () => { setUnit(false); saveSettings(); });
-for (const k of SETTINGS) els[k].addEventListener("change", () => { windowLabel(); saveSettings(); });
-els.window.addEventListener("input", windowLabel);
+for (const k of SETTINGS) {
+  // "input" too: a value typed and then reloaded away (no "change" yet) is kept.
+  for (const type of ["change", "input"]) {
+    els[k].addEventListener(type, () => { windowLabel(); saveSettings(); });
+  }
+}
 
 loadSettings();
+loadStory();
 render();
 loadModels();
