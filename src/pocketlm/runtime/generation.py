@@ -16,7 +16,8 @@ import numpy as np
 from ..config import ContextUnit, GenerationConfig
 from ..errors import PromptError
 from ..tokenizer import BPETokenizer
-from .sampling import Sampler
+from .sampling import Sampler, TokenLogprob, token_logprob
+from .stops import StopMatcher
 
 _WORD = re.compile(r"\S+")
 # Text longer than this is cut before tokenizing: no model here has a window anywhere near
@@ -99,7 +100,10 @@ class Completion:
     prompt: PreparedPrompt
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    stop_reason: str = ""  # "end_token", "max_new_tokens", "window_full"
+    stop_reason: str = ""  # "end_token", "stop_sequence", "max_new_tokens", "window_full"
+    # With ``GenerationConfig.logprobs``: one entry per generated token whose text is (at
+    # least partly) in ``text``; offsets count characters of ``text``.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     time_to_first_token: float = 0.0
     seconds: float = 0.0
 
@@ -115,13 +119,16 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
            completion: Completion | None = None) -> Iterator[str]:
     """Yield text pieces as tokens are generated; fills ``completion`` as it goes.
 
-    Pieces never end inside a multi-byte UTF-8 character.
+    Pieces never end inside a multi-byte UTF-8 character, and never show a stop sequence
+    (or text that may still turn out to start one). Raises :class:`PromptError` for a
+    prompt that cannot be used or a ``logit_bias`` naming tokens the model lacks.
     """
     prepared = prepare_prompt(model.tokenizer, prompt, cfg, model.sequence_length)
     done = completion if completion is not None else Completion(prepared)
     done.prompt = prepared
-    sampler = Sampler(cfg)
+    sampler = Sampler(cfg, prepared.ids)
     streamer = model.tokenizer.streamer()
+    stops = StopMatcher(cfg.stop)
     t0 = time.perf_counter()
     if cfg.max_new_tokens == 0:
         done.stop_reason = "max_new_tokens"
@@ -129,6 +136,7 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
     logits = model.start(prepared.ids)
     position = len(prepared.ids)
     pieces: list[str] = []
+    decoded = 0  # characters the streamer has given out (shown or held back)
     while True:
         token = sampler(logits)
         if not done.token_ids:
@@ -137,10 +145,17 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
             done.stop_reason = "end_token"
             break
         done.token_ids.append(token)
-        piece = streamer.push(token)
+        if cfg.logprobs is not None:
+            done.logprobs.append(token_logprob(logits, token, cfg.logprobs, decoded))
+        raw = streamer.push(token)
+        decoded += len(raw)
+        piece = stops.push(raw)
         if piece:
             pieces.append(piece)
             yield piece
+        if stops.stopped:
+            done.stop_reason = "stop_sequence"
+            break
         if len(done.token_ids) >= cfg.max_new_tokens:
             done.stop_reason = "max_new_tokens"
             break
@@ -149,12 +164,36 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
             break
         logits = model.step(token)
         position += 1
-    tail = streamer.flush()
+    tail = stops.push(streamer.flush()) if not stops.stopped else ""
+    tail += stops.finish()
+    if stops.stopped:
+        done.stop_reason = "stop_sequence"
     if tail:
         pieces.append(tail)
         yield tail
     done.text = "".join(pieces)
+    # Tokens wholly inside a stop sequence (or after it) are not part of the text.
+    done.logprobs = [lp for lp in done.logprobs if lp.offset < len(done.text)]
     done.seconds = time.perf_counter() - t0
+
+
+def prompt_logprobs(model: StepModel, ids: list[int], n: int) -> list[TokenLogprob]:
+    """Log-probabilities of a prompt's tokens (the first has none) with the top ``n`` at
+    each position, by feeding the prompt one token at a time. Offsets count characters of
+    the decoded prompt."""
+    streamer = model.tokenizer.streamer()
+    out: list[TokenLogprob] = []
+    offset = 0
+    logits = None
+    for i, token in enumerate(ids):
+        if logits is None:
+            out.append(TokenLogprob(int(token), None, [], 0))
+        else:
+            out.append(token_logprob(logits, token, n, offset))
+        offset += len(streamer.push(token))
+        if i + 1 < len(ids):
+            logits = model.start([token]) if i == 0 else model.step(token)
+    return out
 
 
 def complete(model: StepModel, prompt: str | bytes, cfg: GenerationConfig) -> Completion:
