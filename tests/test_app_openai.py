@@ -176,6 +176,11 @@ def test_n_predict_limits_tokens(server):
     body = ok(server, {**GREEDY, "max_tokens": None, "n_predict": 5})
     assert body["usage"]["completion_tokens"] == 5
     assert body["choices"][0]["finish_reason"] == "length"
+    assert ok(server, {**GREEDY, "max_tokens": 5, "n_predict": 5})["usage"][
+        "completion_tokens"] == 5
+    status, err = server.post({**GREEDY, "max_tokens": None, "n_predict": 64})
+    assert status == 400 and err["error"]["param"] == "n_predict"
+    assert "window of 64" in err["error"]["message"]
 
 
 def test_penalties_match_the_runtime_and_break_repeats(server, model):

@@ -126,6 +126,11 @@ class ContextUnit(str, enum.Enum):
     WORDS = "words"
 
 
+def format_bound(x: float) -> str:
+    """A range bound as people write it: 0 and 1, not 0.0 and 1.0."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
 def _finite(name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
             integer: bool = False) -> None:
     """Raise ValueError unless ``value`` is a real number (not a bool) in [lo, hi] (or
@@ -139,7 +144,7 @@ def _finite(name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
     if isinstance(value, float) and not math.isfinite(value):  # (ints are; huge ones overflow)
         raise ValueError(f"{name} must be a finite number, not {shown}")
     if value > hi or value < lo or (lo_open and value == lo):
-        bounds = f"{'(' if lo_open else '['}{lo}, {hi}]"
+        bounds = f"{'(' if lo_open else '['}{format_bound(lo)}, {format_bound(hi)}]"
         raise ValueError(f"{name} must be in {bounds}, not {shown}")
 
 

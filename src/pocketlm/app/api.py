@@ -97,8 +97,8 @@ def plan_completion(body: Any, catalog: ModelCatalog, config: ServerConfig,
     entry = resolve_model(parsed.model, catalog, config)
     window = entry.contract.sequence_length if entry.contract else 0
     if window and req.max_new_tokens >= window:
-        raise bad_request(f"max_tokens must be below the model's window of {window} tokens",
-                          "max_tokens")
+        name = parsed.tokens_param
+        raise bad_request(f"{name} must be below the model's window of {window} tokens", name)
     try:
         tokenizer = catalog.tokenizer(entry)
         vocab = int((entry.contract.model if entry.contract else {}).get(

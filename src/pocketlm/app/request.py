@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import MAX_LOGPROBS, MAX_STOP_SEQUENCES, SEED_RANGE
+from ..config import MAX_LOGPROBS, MAX_STOP_SEQUENCES, SEED_RANGE, format_bound
 from .settings import SuggestRequest
 
 MAX_TOKENS_LIMIT = 4096
@@ -44,6 +44,7 @@ class ParsedRequest:
     request: SuggestRequest
     stream: bool
     include_usage: bool  # stream_options.include_usage: a last chunk with only usage
+    tokens_param: str = "max_tokens"  # the field that set the token budget (for errors)
 
 
 def _present(body: dict, name: str) -> bool:
@@ -61,7 +62,7 @@ def number(body: dict, name: str, default: float, lo: float, hi: float,
     if isinstance(value, float) and not math.isfinite(value):
         raise RequestError(f"{name} must be a finite number, not {value}", name)
     if value > hi or value < lo or (lo_open and value == lo):
-        bounds = f"{'(' if lo_open else '['}{lo}, {hi}]"
+        bounds = f"{'(' if lo_open else '['}{format_bound(lo)}, {format_bound(hi)}]"
         raise RequestError(f"{name} must be in {bounds}, not {_show(value)}", name)
     return float(value)
 
@@ -224,4 +225,6 @@ def parse(body: Any) -> ParsedRequest:
         logit_bias=logit_bias(body), stop=stop_sequences(body),
         logprobs=integer(body, "logprobs", None, 0, MAX_LOGPROBS),
         echo=echo, retry_events=boolean(body, "retry_events", False))
-    return ParsedRequest(model, req, stream, include_usage)
+    tokens_param = "n_predict" if _present(body, "n_predict") and not _present(
+        body, "max_tokens") else "max_tokens"
+    return ParsedRequest(model, req, stream, include_usage, tokens_param)
