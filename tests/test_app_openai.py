@@ -132,12 +132,24 @@ def test_logit_bias_ids_are_checked(server, bias):
     ({"typical_p": 0.9}, "typical_p"), ({"functions": []}, "functions"),
     ({"max_tokens": 5, "n_predict": 6}, "n_predict"), ({"n": True}, "n"),
     ({"best_of": "1"}, "best_of"), ({"model": 5}, "model"),
+    ({"context_unit": []}, "context_unit"), ({"context_unit": 0}, "context_unit"),
+    ({"context_unit": ""}, "context_unit"), ({"profanity_filter": 0}, "profanity_filter"),
 ])
 def test_fields_that_cannot_be_applied_are_refused_by_name(server, body, param):
     status, err = server.post({"prompt": "hi", **body})
     assert status == 400, err
     assert err["error"]["param"] == param, err
     assert param in err["error"]["message"] or param == "include_usage"
+
+
+@pytest.mark.parametrize("body", [
+    '{"prompt": ' + "[" * 30000 + "]" * 30000 + "}",
+    '{"prompt": "hi", "logit_bias": ' + '{"1": ' * 8000 + "1" + "}" * 8001,
+    '{"prompt": "hi", "stop": ' + "[" * 20000 + "]" * 20000 + "}",
+])
+def test_deeply_nested_junk_is_a_400(server, body):
+    status, err = raw(server, body)
+    assert status == 400 and err["error"]["type"] == "invalid_request_error", err
 
 
 def test_a_500_never_comes_from_values(server):

@@ -203,7 +203,7 @@ def parse(body: Any) -> ParsedRequest:
             raise RequestError("stream_options must be {\"include_usage\": true or false}",
                                "stream_options")
         include_usage = boolean(options, "include_usage", False)
-    unit = body.get("context_unit") or "words"
+    unit = "words" if body.get("context_unit") is None else body["context_unit"]
     if unit not in ("words", "tokens"):
         raise RequestError("context_unit must be 'words' or 'tokens'", "context_unit")
     echo = boolean(body, "echo", False)

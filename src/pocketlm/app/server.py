@@ -252,6 +252,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise api.bad_request(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:  # [[[[...]]]]: a 64 KiB body can nest deeper than Python
+            raise api.bad_request("the body is nested too deeply") from None
 
     # -- responses --------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:
