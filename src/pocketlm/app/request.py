@@ -97,7 +97,7 @@ def _show(value: Any) -> str:
 
 def _only(body: dict, name: str, allowed: Any, why: str) -> None:
     """A field pocketlm supports only at its neutral value."""
-    if _present(body, name) and body[name] != allowed or isinstance(body.get(name), bool):
+    if (_present(body, name) and body[name] != allowed) or isinstance(body.get(name), bool):
         raise RequestError(f"{name}={_show(body[name])} is not supported by pocketlm ({why})",
                            name)
 
