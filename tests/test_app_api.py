@@ -242,7 +242,8 @@ def test_a_suggestion_with_bad_language_is_regenerated(server, mdir, tmp_path):
                    and w.lower() not in PROMPT.lower())
     srv = _blocking_server(mdir, tmp_path, [blocked])
     try:
-        status, events = srv.stream({**GREEDY, "seed": seed})
+        # The page's way: attempts stream as they are checked, a retry event withdraws one.
+        status, events = srv.stream({**GREEDY, "seed": seed, "retry_events": True})
         assert status == 200
         retries = [e for e in events if isinstance(e, dict)
                    and (e.get("pocketlm") or {}).get("event") == "retry"]
@@ -264,13 +265,18 @@ def test_no_suggestion_after_three_regenerations(server, mdir, tmp_path):
     blocked = [next(w for w in _words(t) if w.lower() not in PROMPT.lower()) for t in texts]
     srv = _blocking_server(mdir, tmp_path, blocked)
     try:
-        status, events = srv.stream({**GREEDY, "seed": seed})
+        status, events = srv.stream({**GREEDY, "seed": seed, "retry_events": True})
         retries = [e["pocketlm"]["attempt"] for e in events if isinstance(e, dict)
                    and (e.get("pocketlm") or {}).get("event") == "retry"]
         assert retries == [2, 3, 4]
         final = events[-2]
         assert final["choices"][0]["finish_reason"] == "content_filter"
         assert text_of(events) == "" and final["pocketlm"]["attempts"] == 4
+        status, events = srv.stream({**GREEDY, "seed": seed})  # a standard client
+        sent = [e["choices"][0]["text"] for e in events if isinstance(e, dict)
+                and e.get("choices")]
+        assert "".join(sent) == "" and events[-2]["choices"][0]["finish_reason"] == \
+            "content_filter"  # nothing was sent, so nothing had to be withdrawn
         status, body = srv.post({**GREEDY, "seed": seed, "profanity_filter": False})
         assert body["choices"][0]["text"] == texts[0]  # the filter is the only reason
     finally:

@@ -183,9 +183,45 @@ class ContextUnit(str, enum.Enum):
     WORDS = "words"
 
 
+def format_bound(x: float) -> str:
+    """A range bound as people write it: 0 and 1, not 0.0 and 1.0."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _finite(name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
+            integer: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a real number (not a bool) in [lo, hi] (or
+    (lo, hi] with ``lo_open``): NaN and infinity fail every comparison, so they are refused
+    by name rather than slipping through ``<`` checks."""
+    kinds = (int,) if integer else (int, float)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, "
+                         f"not {shown}")
+    if isinstance(value, float) and not math.isfinite(value):  # (ints are; huge ones overflow)
+        raise ValueError(f"{name} must be a finite number, not {shown}")
+    if value > hi or value < lo or (lo_open and value == lo):
+        bounds = f"{'(' if lo_open else '['}{format_bound(lo)}, {format_bound(hi)}]"
+        raise ValueError(f"{name} must be in {bounds}, not {shown}")
+
+
+MAX_STOP_SEQUENCES = 4
+MAX_LOGPROBS = 5
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
 @dataclass
 class GenerationConfig:
-    """Sampling and stopping settings for one completion."""
+    """Sampling and stopping settings for one completion.
+
+    Logit adjustments happen before greedy choice or sampling, in this order: ``logit_bias``
+    (added), ``repeat_penalty`` (llama.cpp/CTRL: over the last ``repeat_last_n`` tokens of
+    prompt and completion, positive logits divided, negative ones multiplied),
+    ``frequency_penalty`` and ``presence_penalty`` (OpenAI: over the generated tokens,
+    ``logit -= count * frequency_penalty + (count > 0) * presence_penalty``). Then
+    temperature, top-k, min-p (keep tokens with ``p >= min_p * p_max``) and top-p.
+    Raises ValueError for any value out of range, NaN or infinite.
+    """
 
     max_new_tokens: int = 100
     temperature: float = 0.0  # 0 means greedy
@@ -196,19 +232,50 @@ class GenerationConfig:
     # Keep only the last ``context_window`` units of the prompt (None keeps all that fits).
     context_window: int | None = None
     context_unit: ContextUnit = ContextUnit.TOKENS
+    frequency_penalty: float = 0.0  # [-2, 2]
+    presence_penalty: float = 0.0  # [-2, 2]
+    repeat_penalty: float = 1.0  # (0, 10]; 1 means off
+    repeat_last_n: int = 64  # tokens repeat_penalty looks back over; 0 off, -1 all
+    min_p: float = 0.0  # [0, 1]; 0 means off
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> [-100, 100]
+    # Stop sequences: generation ends before the first one (it is not part of the text).
+    stop: tuple[str, ...] = ()
+    # Record the log-probability of each chosen token and of the top ``logprobs`` tokens.
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         self.context_unit = ContextUnit(self.context_unit)
-        if self.max_new_tokens < 0:
-            raise ValueError("max_new_tokens must be >= 0")
-        # NaN passes every comparison and infinity turns logits into NaN: both are refused.
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError("temperature must be a finite number >= 0")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.seed is not None and self.seed < 0:
-            raise ValueError("seed must be >= 0")
-        if self.context_window is not None and self.context_window < 1:
-            raise ValueError("context_window must be >= 1")
+        _finite("max_new_tokens", self.max_new_tokens, 0, 1 << 31, integer=True)
+        _finite("temperature", self.temperature, 0.0, 1e6)
+        _finite("top_k", self.top_k, 0, 1 << 31, integer=True)
+        _finite("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        if self.seed is not None:
+            _finite("seed", self.seed, *SEED_RANGE, integer=True)
+        if self.context_window is not None:
+            _finite("context_window", self.context_window, 1, 1 << 31, integer=True)
+        _finite("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        _finite("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _finite("repeat_penalty", self.repeat_penalty, 0.0, 10.0, lo_open=True)
+        _finite("repeat_last_n", self.repeat_last_n, -1, 1 << 31, integer=True)
+        _finite("min_p", self.min_p, 0.0, 1.0)
+        bias = {}
+        for key, value in dict(self.logit_bias).items():
+            _finite("a logit_bias token id", key, 0, 1 << 31, integer=True)
+            _finite(f"logit_bias[{key}]", value, -100.0, 100.0)
+            bias[int(key)] = float(value)
+        self.logit_bias = bias
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(stop)}")
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ValueError("stop sequences must be non-empty strings")
+        self.stop = stop
+        if self.logprobs is not None:
+            _finite("logprobs", self.logprobs, 0, MAX_LOGPROBS, integer=True)
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether any penalty or bias changes the logits before sampling."""
+        return bool(self.logit_bias or self.frequency_penalty or self.presence_penalty
+                    or (self.repeat_penalty != 1.0 and self.repeat_last_n != 0))
+

@@ -1,9 +1,8 @@
 """The OpenAI-compatible completions API: validate a request, shape responses and errors.
 
-Pure functions over dicts; the HTTP side lives in :mod:`.server`. Extensions to OpenAI's
-request (all optional): ``top_k``, ``context_window``, ``context_unit`` ("words" or
-"tokens"), ``profanity_filter`` (default true). Extensions to the response live under a
-``pocketlm`` key, which OpenAI clients ignore.
+Pure functions over dicts; the HTTP side lives in :mod:`.server`, the request's fields are
+checked in :mod:`.request`. Extensions to the response live under a ``pocketlm`` key,
+which OpenAI clients ignore.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from ..errors import PocketLMError, PromptError
 from ..runtime.generation import PreparedPrompt, prepare_prompt
 from ..safety import ProfanityFilter
 from .catalog import ModelCatalog, ModelEntry
+from . import request
 from .settings import ServerConfig, SuggestRequest
-
-MAX_TOKENS_LIMIT = 4096
 
 
 class ApiError(Exception):
@@ -51,73 +49,16 @@ class Plan:
     prepared: PreparedPrompt
     id: str
     created: int
+    include_usage: bool = False
 
 
 # -- validation ----------------------------------------------------------------------------
-def _number(body: dict, name: str, default: float, lo: float, hi: float,
-            lo_open: bool = False) -> float:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_request(f"{name} must be a number", name)
-    if value > hi or value < lo or (lo_open and value == lo):
-        bounds = f"{'(' if lo_open else '['}{lo}, {hi}]"
-        raise bad_request(f"{name} must be in {bounds}, not {value}", name)
-    return float(value)
-
-
-def _integer(body: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"{name} must be an integer", name)
-    if not lo <= value <= hi:
-        raise bad_request(f"{name} must be between {lo} and {hi}, not {value}", name)
-    return value
-
-
-def _prompt(body: dict) -> str:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]  # OpenAI accepts a list of prompts; one is all we serve
-    if not isinstance(prompt, str):
-        raise bad_request("prompt must be a string (one prompt per request)", "prompt")
-    return prompt
-
-
-def parse_request(body: Any) -> tuple[str | None, SuggestRequest, bool]:
-    """(model id or None, the request, whether to stream). Raises :class:`ApiError`."""
-    if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object")
-    for name, neutral in (("n", 1), ("best_of", 1), ("echo", False), ("logprobs", None),
-                          ("suffix", None), ("stop", None)):
-        if body.get(name, neutral) not in (neutral, None):
-            raise bad_request(f"{name}={body[name]!r} is not supported by pocketlm", name)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request("model must be a string", "model")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("stream must be true or false", "stream")
-    unit = body.get("context_unit", "words")
-    if unit not in ("words", "tokens"):
-        raise bad_request("context_unit must be 'words' or 'tokens'", "context_unit")
-    flt = body.get("profanity_filter", True)
-    if not isinstance(flt, bool):
-        raise bad_request("profanity_filter must be true or false", "profanity_filter")
-    seed = _integer(body, "seed", None, -(2**63), 2**63 - 1)
-    req = SuggestRequest(
-        prompt=_prompt(body),
-        max_new_tokens=int(_integer(body, "max_tokens", 16, 1, MAX_TOKENS_LIMIT) or 16),
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-        top_k=int(_integer(body, "top_k", 0, 0, 100_000) or 0),
-        seed=None if seed is None else seed % 2**32,  # numpy seeds are 32-bit
-        context_window=_integer(body, "context_window", None, 1, 100_000),
-        context_unit=unit, profanity_filter=flt)
-    return model, req, stream
+def parse_request(body: Any) -> request.ParsedRequest:
+    """Every field of the body checked (see :mod:`.request`). Raises :class:`ApiError`."""
+    try:
+        return request.parse(body)
+    except request.RequestError as exc:
+        raise bad_request(str(exc), exc.param) from None
 
 
 def resolve_model(model_id: str | None, catalog: ModelCatalog,
@@ -127,6 +68,8 @@ def resolve_model(model_id: str | None, catalog: ModelCatalog,
     if wanted is None:
         raise ApiError(503, "no_model", config.no_model_reason or no_model_message(config))
     entry = catalog.get(wanted)
+    if entry is None and not wanted.endswith(".tflite"):
+        entry = catalog.get(wanted + ".tflite")  # a bare name, as llama.cpp-style clients send
     if entry is None:
         if model_id is None:
             raise ApiError(503, "no_model", f"the default model {wanted} is gone from the "
@@ -149,14 +92,23 @@ def plan_completion(body: Any, catalog: ModelCatalog, config: ServerConfig,
                     flt: ProfanityFilter) -> Plan:
     """Validate everything that can be checked before the model runs: the request, the
     model, the prompt after the context window, and the prompt's language."""
-    model_id, req, stream = parse_request(body)
-    entry = resolve_model(model_id, catalog, config)
+    parsed = parse_request(body)
+    req = parsed.request
+    entry = resolve_model(parsed.model, catalog, config)
     window = entry.contract.sequence_length if entry.contract else 0
     if window and req.max_new_tokens >= window:
-        raise bad_request(f"max_tokens must be below the model's window of {window} tokens",
-                          "max_tokens")
+        name = parsed.tokens_param
+        raise bad_request(f"{name} must be below the model's window of {window} tokens", name)
     try:
-        prepared = prepare_prompt(catalog.tokenizer(entry), req.prompt, req.generation(),
+        tokenizer = catalog.tokenizer(entry)
+        vocab = int((entry.contract.model if entry.contract else {}).get(
+            "vocabulary_size") or tokenizer.vocabulary_size)
+        bad = sorted(i for i in req.logit_bias if i >= vocab)
+        if bad:
+            raise bad_request(f"logit_bias names token ids the model does not have "
+                              f"({', '.join(map(str, bad[:5]))}; its ids are 0 to {vocab - 1})",
+                              "logit_bias")
+        prepared = prepare_prompt(tokenizer, req.prompt, req.generation(),
                                   window or 1 << 20)
     except PromptError as exc:
         raise bad_request(str(exc), "prompt") from None
@@ -170,8 +122,8 @@ def plan_completion(body: Any, catalog: ModelCatalog, config: ServerConfig,
                            f"the prompt contains language the profanity filter blocks "
                            f"({words}): edit it, or switch the filter off",
                            "prompt", blocked=[m.text for m in matches])
-    return Plan(entry, req, stream, prepared, f"cmpl-{uuid.uuid4().hex[:24]}",
-                int(time.time()))
+    return Plan(entry, req, parsed.stream, prepared, f"cmpl-{uuid.uuid4().hex[:24]}",
+                int(time.time()), parsed.include_usage)
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -185,10 +137,22 @@ def _extras(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: outcome[k] for k in keys if k in outcome}
 
 
+def logprobs_body(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` object from the worker's per-token entries (None: not asked)."""
+    if entries is None:
+        return None
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            # A prompt's first token has no distribution to rank (OpenAI sends null too).
+            "top_logprobs": [None if e["logprob"] is None else e["top"] for e in entries],
+            "text_offset": [e["offset"] for e in entries]}
+
+
 def completion_body(plan: Plan, outcome: dict[str, Any]) -> dict[str, Any]:
     return {"id": plan.id, "object": "text_completion", "created": plan.created,
             "model": plan.entry.id,
-            "choices": [{"text": outcome["text"], "index": 0, "logprobs": None,
+            "choices": [{"text": outcome["text"], "index": 0,
+                         "logprobs": logprobs_body(outcome.get("logprobs")),
                          "finish_reason": outcome["finish_reason"]}],
             "usage": _usage(outcome),
             "pocketlm": {"prompt_used": plan.prepared.text,
@@ -196,10 +160,13 @@ def completion_body(plan: Plan, outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def chunk(plan: Plan, text: str = "", finish_reason: str | None = None,
-          **pocketlm: Any) -> dict[str, Any]:
+          logprobs: list[dict[str, Any]] | None = None, **pocketlm: Any) -> dict[str, Any]:
+    if logprobs is None and plan.request.logprobs is not None:
+        logprobs = []  # asked for: every chunk carries the object, empty when no tokens
     out: dict[str, Any] = {"id": plan.id, "object": "text_completion",
                            "created": plan.created, "model": plan.entry.id,
-                           "choices": [{"text": text, "index": 0, "logprobs": None,
+                           "choices": [{"text": text, "index": 0,
+                                        "logprobs": logprobs_body(logprobs),
                                         "finish_reason": finish_reason}]}
     if pocketlm:
         out["pocketlm"] = pocketlm
@@ -215,6 +182,12 @@ def final_chunk(plan: Plan, outcome: dict[str, Any]) -> dict[str, Any]:
     body = chunk(plan, "", outcome["finish_reason"], event="done", **_extras(outcome))
     body["usage"] = _usage(outcome)
     return body
+
+
+def usage_chunk(plan: Plan, outcome: dict[str, Any]) -> dict[str, Any]:
+    """``stream_options.include_usage``: a last chunk with no choices and the usage."""
+    return {"id": plan.id, "object": "text_completion", "created": plan.created,
+            "model": plan.entry.id, "choices": [], "usage": _usage(outcome)}
 
 
 def model_card(entry: ModelEntry, default: str | None) -> dict[str, Any]:

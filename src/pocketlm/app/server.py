@@ -186,12 +186,14 @@ class Handler(BaseHTTPRequestHandler):
             with contextlib.closing(worker.run(plan.request, self.client_gone)) as events:
                 for kind, data in events:
                     if kind == "piece":
-                        self._event(api.chunk(plan, data["text"]))
+                        self._event(api.chunk(plan, data["text"], None, data.get("logprobs")))
                     elif kind == "retry":
                         self._event(api.chunk(plan, event="retry", **data))
                     elif kind == "done":
                         self.app.pool.count("completed")
                         self._event(api.final_chunk(plan, data))
+                        if plan.include_usage:
+                            self._event(api.usage_chunk(plan, data))
                     elif kind == "error":
                         self._event(_event_error(data).body())
                     elif kind == "cancelled":
@@ -250,6 +252,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise api.bad_request(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:  # [[[[...]]]]: a 64 KiB body can nest deeper than Python
+            raise api.bad_request("the body is nested too deeply") from None
 
     # -- responses --------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:

@@ -77,6 +77,19 @@ class SuggestRequest:
     context_unit: str = ContextUnit.WORDS.value
     profanity_filter: bool = True
     max_regenerations: int = MAX_REGENERATIONS
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    min_p: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None
+    echo: bool = False
+    # Stream each attempt as it is checked and announce withdrawn ones with a ``retry``
+    # event (the page opts in); otherwise an attempt is sent only once it is accepted, so
+    # a standard client never receives text that is later withdrawn.
+    retry_events: bool = False
 
     def generation(self, attempt: int = 1) -> GenerationConfig:
         """Sampling settings for attempt 1, 2, ... (later attempts must be able to differ)."""
@@ -89,7 +102,13 @@ class SuggestRequest:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=self.top_p, seed=seed,
                                 context_window=self.context_window,
-                                context_unit=self.context_unit)
+                                context_unit=self.context_unit,
+                                frequency_penalty=self.frequency_penalty,
+                                presence_penalty=self.presence_penalty,
+                                repeat_penalty=self.repeat_penalty,
+                                repeat_last_n=self.repeat_last_n, min_p=self.min_p,
+                                logit_bias=dict(self.logit_bias), stop=tuple(self.stop),
+                                logprobs=self.logprobs)
 
     @property
     def max_attempts(self) -> int:

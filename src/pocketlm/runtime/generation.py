@@ -17,7 +17,8 @@ import numpy as np
 from ..config import ContextUnit, GenerationConfig
 from ..errors import PromptError
 from ..tokenizers import Tokenizer
-from .sampling import Sampler
+from .sampling import Sampler, TokenLogprob, token_logprob
+from .stops import StopMatcher
 
 _WORD = re.compile(r"\S+")
 _SPACE_BEFORE_WORD = re.compile(r"\s(?=\S)")
@@ -194,7 +195,10 @@ class Completion:
     prompt: PreparedPrompt
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    stop_reason: str = ""  # "end_token", "max_new_tokens", "window_full"
+    stop_reason: str = ""  # "end_token", "stop_sequence", "max_new_tokens", "window_full"
+    # With ``GenerationConfig.logprobs``: one entry per generated token whose text is (at
+    # least partly) in ``text``; offsets count characters of ``text``.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     time_to_first_token: float = 0.0
     seconds: float = 0.0
 
@@ -210,7 +214,9 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
            completion: Completion | None = None) -> Iterator[str]:
     """Yield text pieces as tokens are generated; fills ``completion`` as it goes.
 
-    Pieces never end inside a multi-byte UTF-8 character.
+    Pieces never end inside a multi-byte UTF-8 character, and never show a stop sequence
+    (or text that may still turn out to start one). Raises :class:`PromptError` for a
+    prompt that cannot be used or a ``logit_bias`` naming tokens the model lacks.
     """
     # KerasHub's generate prepends the tokenizer's start token (when the model was trained
     # with one); the model file says which token, so completions match the Keras model's.
@@ -219,11 +225,12 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
                               model.sequence_length - (start is not None))
     if start is not None:
         prepared.ids = [int(start)] + prepared.ids
-    stops = getattr(model, "stop_token_ids", None) or frozenset([model.end_token_id])
+    stop_ids = getattr(model, "stop_token_ids", None) or frozenset([model.end_token_id])
     done = completion if completion is not None else Completion(prepared)
     done.prompt = prepared
-    sampler = Sampler(cfg)
+    sampler = Sampler(cfg, prepared.ids)
     streamer = model.tokenizer.streamer(continuation=True)  # the completion follows the prompt
+    stops = StopMatcher(cfg.stop)
     t0 = time.perf_counter()
     if cfg.max_new_tokens == 0:
         done.stop_reason = "max_new_tokens"
@@ -231,18 +238,26 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
     logits = model.start(prepared.ids)
     position = len(prepared.ids)
     pieces: list[str] = []
+    decoded = 0  # characters the streamer has given out (shown or held back)
     while True:
         token = sampler(logits)
         if not done.token_ids:
             done.time_to_first_token = time.perf_counter() - t0
-        if cfg.stop_at_end_token and token in stops:
+        if cfg.stop_at_end_token and token in stop_ids:
             done.stop_reason = "end_token"
             break
         done.token_ids.append(token)
-        piece = streamer.push(token)
+        if cfg.logprobs is not None:
+            done.logprobs.append(token_logprob(logits, token, cfg.logprobs, decoded))
+        raw = streamer.push(token)
+        decoded += len(raw)
+        piece = stops.push(raw)
         if piece:
             pieces.append(piece)
             yield piece
+        if stops.stopped:
+            done.stop_reason = "stop_sequence"
+            break
         if len(done.token_ids) >= cfg.max_new_tokens:
             done.stop_reason = "max_new_tokens"
             break
@@ -251,12 +266,36 @@ def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
             break
         logits = model.step(token)
         position += 1
-    tail = streamer.flush()
+    tail = stops.push(streamer.flush()) if not stops.stopped else ""
+    tail += stops.finish()
+    if stops.stopped:
+        done.stop_reason = "stop_sequence"
     if tail:
         pieces.append(tail)
         yield tail
     done.text = "".join(pieces)
+    # Tokens wholly inside a stop sequence (or after it) are not part of the text.
+    done.logprobs = [lp for lp in done.logprobs if lp.offset < len(done.text)]
     done.seconds = time.perf_counter() - t0
+
+
+def prompt_logprobs(model: StepModel, ids: list[int], n: int) -> list[TokenLogprob]:
+    """Log-probabilities of a prompt's tokens (the first has none) with the top ``n`` at
+    each position, by feeding the prompt one token at a time. Offsets count characters of
+    the decoded prompt."""
+    streamer = model.tokenizer.streamer()
+    out: list[TokenLogprob] = []
+    offset = 0
+    logits = None
+    for i, token in enumerate(ids):
+        if logits is None:
+            out.append(TokenLogprob(int(token), None, [], 0))
+        else:
+            out.append(token_logprob(logits, token, n, offset))
+        offset += len(streamer.push(token))
+        if i + 1 < len(ids):
+            logits = model.start([token]) if i == 0 else model.step(token)
+    return out
 
 
 def complete(model: StepModel, prompt: str | bytes, cfg: GenerationConfig) -> Completion:

@@ -180,6 +180,7 @@ function requestBody() {
     max_tokens: Math.max(1, Math.round(num(els.maxTokens, 30))),
     temperature: num(els.temperature, 0.8), top_k: Math.round(num(els.topK, 0)),
     top_p: num(els.topP, 1), profanity_filter: els.filter.checked,
+    retry_events: true,  // stream each checked attempt; a "retry" event withdraws it
   };
   if (els.seed.value.trim() !== "") body.seed = Math.round(num(els.seed, 0)) + state.reroll;
   if (els.windowOn.checked) {
