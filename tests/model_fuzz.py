@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketlm.config import METADATA_KEY, TOKENIZER_METADATA_KEY
+from pocketlm.contract import METADATA_KEY, TOKENIZER_METADATA_KEY
 from pocketlm.errors import PocketLMError
 from pocketlm.flatbuf import finalize, read_metadata
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pocketlm.config import METADATA_KEY, Quantization
+from pocketlm.config import Quantization
+from pocketlm.contract import METADATA_KEY
 from pocketlm.errors import ConversionError
 from pocketlm.flatbuf import summarize
 

@@ -59,7 +59,7 @@ def test_tflite_without_the_contract(tmp_path):
 def test_unknown_preset(tmp_path):
     proc = run_cli("convert", "--preset", "no_such_preset", "-o", str(tmp_path / "x.tflite"))
     assert_clean_error(proc, "unknown preset 'no_such_preset'")
-    assert b"gpt2_base_en" in proc.stderr
+    assert b"pocketlm_gpt2_shakespeare" in proc.stderr and b"families --presets" in proc.stderr
     proc = run_cli("convert", "--preset", str(tmp_path / "missing_dir"), "-o", "x.tflite")
     assert_clean_error(proc, "preset directory")
     assert not (tmp_path / "x.tflite").exists()
@@ -98,7 +98,7 @@ BAD_NUMBERS = [
     (["generate", M, "x", "--seed", "-1"], _bad("generate", "--seed",
                                                 "must be in 0..4294967295, not -1")),
     (["generate", M, "x", "-t", "-0.5"], _bad("generate", "-t/--temperature",
-                                              "must be >= 0, not -0.5")),
+                                              "must be in [0, 1e+06], not -0.5")),
     (["generate", M, "x", "--temperature=-inf"], _bad("generate", "-t/--temperature",
                                               "must be a finite number, not '-inf'")),
     (["generate", M, "x", "-t", "warm"], _bad("generate", "-t/--temperature",
@@ -199,12 +199,12 @@ def test_sampling_edges_are_accepted_by_the_library():
     from pocketlm.runtime.sampling import Sampler
 
     logits = np.array([1.0, 3.0, 2.0, -1.0])
-    for t in (1e-320, 1e-300, 1e300):
+    for t in (1e-320, 1e-300, 1e6):
         token = Sampler(GenerationConfig(temperature=t, seed=0))(logits)
         assert 0 <= token < 4
     assert Sampler(GenerationConfig(temperature=1e-300, seed=0))(logits) == 1
-    for bad in ({"temperature": float("nan")}, {"temperature": float("inf")}, {"seed": -1},
-                {"top_p": float("nan")}):
+    for bad in ({"temperature": float("nan")}, {"temperature": float("inf")},
+                {"temperature": 1e7}, {"top_p": float("nan")}, {"seed": 2**64}):
         with pytest.raises(ValueError):
             GenerationConfig(**bad)
 
@@ -237,10 +237,7 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
          f"cannot write {tmp_path / 'file' / 'm.tflite'}: {tmp_path / 'file'} is not a "
          "directory"),
         (["convert", "--preset", "no_such_preset", "-o", str(tmp_path / "m.tflite")],
-         "unknown preset 'no_such_preset'; pocketlm converts GPT-2 presets: try one of: "
-         "pocketlm_gpt2_shakespeare, gpt2_base_en, gpt2_base_en_cnn_dailymail, "
-         "gpt2_medium_en, gpt2_large_en, gpt2_extra_large_en, or a local KerasHub preset "
-         "directory"),
+         UNKNOWN_PRESET),
         (["convert", "--random", "huge", "-o", str(tmp_path / "m.tflite")],
          "--random takes tiny or gpt2-small or a .json file; huge is neither"),
         (["convert", "--calibration-text", str(tmp_path / "none.txt"), "-o",
@@ -266,10 +263,7 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
          "--window 1024 is more than the 256 positions of pocketlm_gpt2_shakespeare (its "
          "max_sequence_length)"),
         (["demo", "--preset", "no_such_preset"],
-         "unknown preset 'no_such_preset'; pocketlm converts GPT-2 presets: try one of: "
-         "pocketlm_gpt2_shakespeare, gpt2_base_en, gpt2_base_en_cnn_dailymail, "
-         "gpt2_medium_en, gpt2_large_en, gpt2_extra_large_en, or a local KerasHub preset "
-         "directory"),
+         UNKNOWN_PRESET),
         (["compare", "--text", str(tmp_path / "none.txt"), "-o", str(tmp_path)],
          f"text file not found: {tmp_path / 'none.txt'}"),
         (["compare", "--text", __file__, "-o", str(tmp_path / "file")],
@@ -304,6 +298,11 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
         assert time.perf_counter() - t0 < 10, args  # TensorFlow alone takes longer to import
 
 
+UNKNOWN_PRESET = ("unknown preset 'no_such_preset'; try one of: pocketlm_gpt2_shakespeare, a "
+                  "KerasHub preset name (`pocketlm families --presets` lists them), or a "
+                  "local KerasHub preset directory")
+
+
 def test_every_option_has_help_and_the_help_lists_every_quantization():
     from pocketlm.cli import args as cli_args
     from pocketlm.cli import build_parser
@@ -313,7 +312,7 @@ def test_every_option_has_help_and_the_help_lists_every_quantization():
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     modes = [q.value for q in Quantization]
     assert set(commands.choices) == {"convert", "generate", "info", "demo", "bench", "eval",
-                                     "compare", "serve"}
+                                     "compare", "serve", "families"}
     quant_options = 0
     for name, sub in commands.choices.items():
         text = " ".join(sub.format_help().split())
@@ -397,14 +396,16 @@ def test_notes_for_a_cut_prompt_and_a_full_window(tiny):
     assert proc.returncode == 0 and proc.stdout.decode().startswith("four five")
     assert proc.stderr.decode() == ("note: --context-window 2 cut the prompt to its last 2 "
                                     "words (2 tokens)\n")
-    # The model's window is 64 tokens: -n 1000 stops there, and says so.
+    # The model's window is 64 tokens: -n 1000 stops there, and says so. (64 rows: the start
+    # token and 2 prompt tokens, then 62 new tokens, the last of which needs no row.)
     proc = run_cli("generate", tiny, "hello there", "-n", "1000", "--trust")
     assert proc.returncode == 0 and proc.stdout.decode().startswith("hello there")
-    assert proc.stderr.decode() == ("note: stopped after 63 of 1000 new tokens: the model's "
+    assert proc.stderr.decode() == ("note: stopped after 62 of 1000 new tokens: the model's "
                                     "window (64 tokens) is full\n")
     proc = run_cli("generate", tiny, "word " * 100, "-n", "10", "--trust")
     assert proc.returncode == 0
-    assert proc.stderr.decode() == ("note: the prompt was cut to its last 54 tokens to fit "
+    # 64 rows, 10 kept for the completion and 1 for the start token: 53 prompt tokens.
+    assert proc.stderr.decode() == ("note: the prompt was cut to its last 53 tokens to fit "
                                     "the model's window\n")
     assert proc.stdout.decode().startswith(" word word") and len(proc.stdout) < 400
 
@@ -414,10 +415,22 @@ def test_an_interruption_ends_the_text_line_first(tiny, capsys, monkeypatch):
 
     real_stream = pocketlm.runtime.stream
 
+    class Interrupted:
+        """A completion whose iteration is interrupted after its first piece."""
+
+        def __init__(self, done):
+            self.done = done
+
+        def __getattr__(self, name):
+            return getattr(self.done, name)
+
+        def __iter__(self):
+            pieces = iter(self.done)
+            yield next(pieces)
+            raise KeyboardInterrupt
+
     def interrupted(*args, **kwargs):
-        pieces = real_stream(*args, **kwargs)
-        yield next(pieces)
-        raise KeyboardInterrupt
+        return Interrupted(real_stream(*args, **kwargs))
 
     monkeypatch.setattr(pocketlm.runtime, "stream", interrupted)
     assert main(["generate", tiny, "I'm enjoying a", "-n", "5", "--trust"]) == 130

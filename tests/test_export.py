@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pocketlm.config import METADATA_KEY, TOKENIZER_METADATA_KEY, GenerationConfig
+from pocketlm.config import GenerationConfig
+from pocketlm.contract import METADATA_KEY, TOKENIZER_METADATA_KEY
 from pocketlm.flatbuf import summarize
 from pocketlm.runtime import complete, load_model
 

@@ -146,7 +146,7 @@ def test_greedy_generation_equals_keras_generate(built, family):
     done = complete(model, PROMPT, GenerationConfig(max_new_tokens=32, stop_at_end_token=False))
     fed = ([authored.start_token_id] if authored.add_start_token and
            authored.start_token_id is not None else []) + authored.tokenizer.encode(PROMPT)
-    assert done.prompt.ids == fed == prompt_ids
+    assert done.prompt.fed_ids == fed == prompt_ids
     assert done.token_ids == want
 
 

@@ -64,6 +64,9 @@ class CountingTokenizer:
     def decode(self, ids):
         return self.real.decode(ids)
 
+    def starts_inside_character(self, token: int) -> bool:
+        return self.real.starts_inside_character(token)
+
 
 LONGEST = 128  # bytes in GPT-2's longest token
 

@@ -9,7 +9,6 @@ import pytest
 from pocketlm.config import GenerationConfig
 from pocketlm.errors import PromptError
 from pocketlm.runtime import complete, load_model, stream
-from pocketlm.runtime.generation import Completion, PreparedPrompt
 
 ODD_PROMPTS = {
     "emoji": "The robot 🤖 said 🎉🎉 and left 👋🏽",
@@ -32,9 +31,8 @@ def model(tiny_models):
 @pytest.mark.parametrize("name", sorted(ODD_PROMPTS))
 def test_odd_prompts_complete_and_stream_whole_characters(model, name):
     prompt = ODD_PROMPTS[name]
-    done = Completion(PreparedPrompt("", [], False))
-    pieces = list(stream(model, prompt, GenerationConfig(max_new_tokens=24, temperature=1.0,
-                                                         seed=1), done))
+    done = stream(model, prompt, GenerationConfig(max_new_tokens=24, temperature=1.0, seed=1))
+    pieces = list(done)
     if done.prompt.truncated:  # the tiny model's window is 64 tokens
         assert prompt.endswith(done.prompt.text) and "\ufffd" not in done.prompt.text
     else:
@@ -67,14 +65,15 @@ def test_prompt_longer_than_the_window_keeps_its_end(model):
     words = [f"w{i}" for i in range(400)]
     done = complete(model, " ".join(words), GenerationConfig(max_new_tokens=10))
     assert done.prompt.truncated and done.prompt.text.endswith("w399")
-    assert len(done.prompt.ids) + len(done.token_ids) <= model.sequence_length
+    assert len(done.prompt.fed_ids) + len(done.token_ids) <= model.sequence_length
 
 
 def test_generation_stops_when_the_window_is_full(model):
     done = complete(model, "word " * 20, GenerationConfig(max_new_tokens=1000,
                                                           stop_at_end_token=False))
     assert done.stop_reason == "window_full"
-    assert len(done.prompt.ids) + len(done.token_ids) == model.sequence_length + 1
+    # The start token takes a row of the cache too.
+    assert len(done.prompt.fed_ids) + len(done.token_ids) == model.sequence_length + 1
 
 
 @pytest.mark.parametrize("prompt", [

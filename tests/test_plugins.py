@@ -170,7 +170,7 @@ def test_a_string_model_without_pocketlm_metadata_is_recognised(tmp_path_factory
     """A recipe file written elsewhere has no pocketlm metadata: its signature is enough."""
     from ai_edge_litert.tools import flatbuffer_utils
 
-    from pocketlm.config import METADATA_KEY, TOKENIZER_METADATA_KEY
+    from pocketlm.contract import METADATA_KEY, TOKENIZER_METADATA_KEY
 
     obj = flatbuffer_utils.read_model(str(android_model("none", tmp_path_factory)))
     obj.metadata = [m for m in obj.metadata

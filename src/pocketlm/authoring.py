@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,8 @@ class AuthoredModel:
         """GPT-2's typed config (its hand-written fast graph needs it); None otherwise."""
         if self.family.name != "gpt2":
             return None
-        # GPT2Backbone has no layer_norm_epsilon argument (it is fixed at 1e-5): keep the
-        # dataclass default for it.
-        return ModelConfig(**{k: self.backbone_config[k] for k in
-                              ModelConfig.__dataclass_fields__ if k in self.backbone_config})
+        return ModelConfig.from_dict({f.name: self.backbone_config[f.name]
+                                      for f in fields(ModelConfig)})
 
     @property
     def max_positions(self) -> int | None:

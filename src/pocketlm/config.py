@@ -1,4 +1,5 @@
-"""Settings shared by every stage: model shape, export contract, quantization, sampling.
+"""Settings shared by every stage: model shape, export settings, quantization, sampling.
+(The .tflite contract itself is :mod:`pocketlm.contract`.)
 
 This module sits at the bottom of the import graph: it imports nothing heavy, so both the
 authoring/export side (Keras, TensorFlow) and the runtime side (LiteRT only) can use it.
@@ -9,13 +10,9 @@ from __future__ import annotations
 import enum
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-# The .tflite contract lives in .contract; these names are re-exported for old imports.
-from .contract import (CONTRACT_NAME, CONTRACT_VERSION, METADATA_KEY,  # noqa: E402,F401
-                       TOKENIZER_METADATA_KEY, ContractInfo)
+from typing import Any, ClassVar
 
 DEFAULT_SEQUENCE_LENGTH = 256
 
@@ -104,7 +101,8 @@ class ModelConfig:
     intermediate_dim: int = 3072
     max_sequence_length: int = 1024  # number of learned position embeddings
     dropout: float = 0.1
-    layer_norm_epsilon: float = 1e-5
+    # Not an argument of GPT2Backbone, which fixes it at 1e-5: a constant, not a field.
+    layer_norm_epsilon: ClassVar[float] = 1e-5
 
     @property
     def head_dim(self) -> int:
@@ -206,6 +204,9 @@ def _finite(name: str, value: Any, lo: float, hi: float, lo_open: bool = False,
 
 
 MAX_STOP_SEQUENCES = 4
+# Past this a softmax at any temperature is uniform to float precision: a bigger value is a
+# mistake, not a setting.
+MAX_TEMPERATURE = 1e6
 MAX_LOGPROBS = 5
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
@@ -246,7 +247,7 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         self.context_unit = ContextUnit(self.context_unit)
         _finite("max_new_tokens", self.max_new_tokens, 0, 1 << 31, integer=True)
-        _finite("temperature", self.temperature, 0.0, 1e6)
+        _finite("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         _finite("top_k", self.top_k, 0, 1 << 31, integer=True)
         _finite("top_p", self.top_p, 0.0, 1.0, lo_open=True)
         if self.seed is not None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .config import CONTRACT_VERSION, GenerationConfig, Quantization, cache_root
+from .config import GenerationConfig, Quantization, cache_root
+from .contract import CONTRACT_VERSION
 from .presets import DEFAULT_PRESET, embedded_preset_dir
 
 
@@ -68,14 +69,13 @@ def run_demo(prompt: str, gen: GenerationConfig, preset: str = DEFAULT_PRESET,
              quantization: str = "dynamic-int8", progress: Callable[[str], None] = print,
              on_piece: Callable[[str], None] | None = None) -> DemoResult:
     from .runtime import load_model, stream
-    from .runtime.generation import Completion, PreparedPrompt
 
     path, converted = cached_model(preset, quantization, progress=progress)
     t0 = time.perf_counter()
     model = load_model(path)
     load = time.perf_counter() - t0
-    done = Completion(PreparedPrompt("", [], False))
-    for piece in stream(model, prompt, gen, done):
+    done = stream(model, prompt, gen)
+    for piece in done:
         if on_piece:
             on_piece(piece)
     return DemoResult(path, converted, path.stat().st_size, load, done.prompt.text, done.text,

@@ -40,6 +40,8 @@ class UnsupportedModelError(PresetError):
 class ConfigError(PocketLMError):
     """A model config with unknown or missing keys, or values of the wrong kind."""
 
+    exit_code = 2
+
 
 class ConversionError(PocketLMError):
     """Conversion or quantization of a model failed."""

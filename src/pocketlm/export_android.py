@@ -39,7 +39,8 @@ from ai_edge_litert import schema_py_generated as fb
 
 from . import __version__
 from .authoring import AuthoredModel
-from .config import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo, Quantization
+from .config import Quantization
+from .contract import METADATA_KEY, TOKENIZER_METADATA_KEY, ContractInfo
 from .errors import ConversionError
 from .export import ExportResult, Progress, write_atomically
 from .flatbuf import finalize, summarize

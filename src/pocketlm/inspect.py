@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import METADATA_KEY, TOKENIZER_METADATA_KEY
+from .contract import METADATA_KEY, TOKENIZER_METADATA_KEY
 from .runtime.kvcache import KVCacheModel
 from .runtime.loader import EXPECTED, Inspection, inspect_model
 from .runtime.recipe import FLEX_PIP, RecipeModel, string_signature
@@ -83,10 +83,12 @@ def render_text(r: dict[str, Any]) -> str:
     c = r["contract"]
     if c:
         m = c.get("model", {})
+        heads = next((m[k] for k in ("num_query_heads", "num_heads", "num_attention_heads")
+                      if k in m), "?")
         lines += [f"contract:  {c['contract']} v{c['contract_version']}",
-                  f"model:     {c['model_type']} {m.get('num_layers')} layers, "
-                  f"{m.get('num_heads')} heads, hidden {m.get('hidden_dim')}, "
-                  f"vocabulary {m.get('vocabulary_size')}",
+                  f"model:     {c['model_type']} {c.get('num_layers') or m.get('num_layers')} "
+                  f"layers, {heads} heads, hidden {m.get('hidden_dim')}, vocabulary "
+                  f"{c.get('vocabulary_size') or m.get('vocabulary_size')}",
                   f"quantized: {c['quantization']}"]
         if r["kind"] == "android-string":
             lines.append(f"max len:   {c['sequence_length']} tokens (start token, prompt and "
@@ -94,6 +96,11 @@ def render_text(r: dict[str, Any]) -> str:
         else:
             lines += [f"window:    {c['sequence_length']} tokens; chunks "
                       + ", ".join(f"{k}={v}" for k, v in c["prefill"].items()),
+                      f"cache:     {c.get('cache_layout')} {c.get('cache_shape')} per layer, K "
+                      f"and V",
+                      f"tokens:    start {c.get('start_token_id')} (prepended: "
+                      f"{'yes' if c.get('add_start_token') else 'no'}), stop "
+                      f"{c.get('stop_token_ids')}",
                       f"end token: {c['end_token_id']}; tokenizer "
                       f"{'embedded' if r['has_tokenizer'] else 'missing'} ({c['tokenizer']})"]
         lines.append(f"source:    {c['source']} ({c['created_by']})")

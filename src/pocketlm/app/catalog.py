@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import TOKENIZER_METADATA_KEY, ContractInfo
+from ..contract import TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import PocketLMError
 from ..runtime.kvcache import KVCacheModel
 from ..runtime.loader import inspect_model

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..runtime.generation import (Completion, PreparedPrompt, last_words, prepare_prompt,
+from ..runtime.generation import (Completion, last_words, prepare_prompt,
                                   prompt_logprobs, stream)
 from ..runtime.sampling import TokenLogprob
 from ..safety import ProfanityFilter, StreamGuard
@@ -51,8 +51,8 @@ def suggest(model, req: SuggestRequest, emit: Emit, cancelled: Callable[[], bool
         emit("piece", {"text": echo, **({"logprobs": echo_lp} if want_lp else {})})
     attempts = req.max_attempts
     for attempt in range(1, attempts + 1):
-        done = Completion(PreparedPrompt("", [], False))
-        pieces = stream(model, req.prompt, req.generation(attempt), done)
+        done = stream(model, req.prompt, req.generation(attempt))
+        pieces = iter(done)
         guard: StreamGuard | None = None
         shown: list[str] = []
         held: list[dict[str, Any]] = []  # checked pieces not sent yet (not ``live``)

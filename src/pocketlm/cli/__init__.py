@@ -13,6 +13,7 @@ import sys
 from ..errors import PocketLMError
 from .args import Parser, Stdout
 from .convert import add_convert, add_demo
+from .families import add_families
 from .generate import add_generate, add_info, add_serve
 from .measure import add_bench, add_quality
 
@@ -23,6 +24,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert(sub)
+    add_families(sub)
     add_generate(sub)
     add_info(sub)
     add_demo(sub)

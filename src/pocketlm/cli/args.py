@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Callable, NoReturn
 
-from ..config import Quantization
+from ..config import MAX_TEMPERATURE, Quantization
 
 QUANTIZATIONS = tuple(q.value for q in Quantization)
 SEED_MAX = 2**32 - 1  # Keras and NumPy's legacy seeding take 32-bit seeds
@@ -127,8 +127,8 @@ def add_generation_options(p: argparse.ArgumentParser, max_new_tokens: int,
     """The sampling options generate and demo share."""
     p.add_argument("-n", "--max-new-tokens", type=integer(0), default=max_new_tokens,
                    help="most tokens to generate (the model's window may stop it sooner)")
-    p.add_argument("-t", "--temperature", type=number(0), default=temperature,
-                   help="sampling temperature, a finite number >= 0; 0 = greedy")
+    p.add_argument("-t", "--temperature", type=number(0, MAX_TEMPERATURE), default=temperature,
+                   help=f"sampling temperature, 0..{MAX_TEMPERATURE:g}; 0 = greedy")
     p.add_argument("--top-k", type=integer(0), default=top_k,
                    help="sample only among the k likeliest tokens; 0 = no cut")
     p.add_argument("--top-p", type=number(0, 1, lo_open=True), default=1.0,

@@ -21,16 +21,22 @@ def progress(msg: str) -> None:
 
 def add_convert(sub) -> None:
     p = add_command(sub, "convert", cmd_convert,
-                    help="author a KerasHub GPT-2 and convert it to .tflite",
-                    description="Build a KerasHub GPT-2 causal LM and convert it to one "
-                                "KV-cache .tflite with prefill/decode signatures (or, with "
-                                "--format android, the recipe's string-in, string-out model).")
+                    help="author a KerasHub causal LM and convert it to .tflite",
+                    description="Build a KerasHub causal LM (any family `pocketlm families` "
+                                "lists) and convert it to one KV-cache .tflite with "
+                                "prefill/decode signatures (or, with --format android, the "
+                                "recipe's string-in, string-out GPT-2 model).")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="embedded preset name, KerasHub preset name (needs "
                                       "network), or a local preset directory (default: the "
                                       "embedded model)")
     src.add_argument("--random", metavar="CONFIG",
-                     help=f"random weights: {' | '.join(RANDOM_CONFIGS)} | a ModelConfig .json")
+                     help=f"random weights: {' | '.join(RANDOM_CONFIGS)} | a config .json "
+                          "(GPT-2's ModelConfig keys, or {\"family\": NAME, ...the family's "
+                          "KerasHub backbone arguments}; unknown or missing keys are errors)")
+    p.add_argument("--family", help="with --random tiny: the family of the tiny model, its "
+                                    "tokenizer trained on a built-in text (default: gpt2, "
+                                    "with the real GPT-2 tokenizer); see `pocketlm families`")
     p.add_argument("--seed", type=integer(0, SEED_MAX), default=0,
                    help=f"seed for --random weights, 0..{SEED_MAX}")
     p.add_argument("-q", "--quantize", type=quantization, default="dynamic-int8",
@@ -54,9 +60,23 @@ def add_convert(sub) -> None:
                         "frozen into the file (as in the recipe)")
 
 
-def random_config(spec: str):
-    """The ModelConfig --random names. Raises UsageError."""
+def random_config(spec: str, family: str | None = None):
+    """What --random (and --family) name: a GPT-2 ModelConfig, or a dict ``{"family": name,
+    ...backbone arguments}`` (``tiny`` alone for a family's tiny config). Raises UsageError.
+    The backbone arguments are checked against KerasHub's once it is loaded."""
     from ..config import ModelConfig
+    from ..errors import UnsupportedModelError
+    from ..families import get_family
+
+    try:
+        fam = get_family(family) if family else None
+    except UnsupportedModelError as exc:
+        raise UsageError(str(exc)) from None
+    if fam is not None and fam.name != "gpt2":
+        if spec != "tiny":
+            raise UsageError(f"--family goes with --random tiny; a config .json names its "
+                             f"family itself ({{\"family\": \"{fam.name}\", ...}})")
+        return {"family": fam.name, **fam.tiny}
     if spec == "tiny":
         return ModelConfig.tiny()
     if spec == "gpt2-small":
@@ -66,9 +86,23 @@ def random_config(spec: str):
         raise UsageError(f"--random takes {' or '.join(RANDOM_CONFIGS)} or a .json file; "
                          f"{spec} is neither")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "family" in data:
+            get_family(str(data["family"]))
+            return data
+        return ModelConfig.from_dict(data)
+    except (ValueError, TypeError, AttributeError, OSError, UnsupportedModelError) as exc:
         raise UsageError(f"bad model config {path}: {exc}") from None
+
+
+def _positions(config) -> int | None:
+    """The learned positions of a --random config (None: rotary, no fixed limit)."""
+    if not isinstance(config, dict):
+        return config.max_sequence_length
+    for key in ("max_sequence_length", "max_position_embeddings"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
 
 
 def cmd_convert(args) -> int:
@@ -77,7 +111,9 @@ def cmd_convert(args) -> int:
     from ..textdata import read_text
 
     check_output_file(args.output)
-    config = random_config(args.random) if args.random else None
+    if args.family and not args.random:
+        raise UsageError("--family goes with --random (a preset knows its family)")
+    config = random_config(args.random, args.family) if args.random else None
     # Tokens past the position embeddings would make a model that writes garbage.
     lengths = [(args.sequence_length, "--sequence-length")]
     if args.format == "android":
@@ -85,9 +121,9 @@ def cmd_convert(args) -> int:
     for length, option in lengths:
         if config is None:
             check_positions(args.preset or DEFAULT_PRESET, length, option)
-        elif length > config.max_sequence_length:
-            raise UsageError(f"{option} {length} is more than the {config.max_sequence_length}"
-                             f" positions of --random {args.random} (its max_sequence_length)")
+        elif (positions := _positions(config)) is not None and length > positions:
+            raise UsageError(f"{option} {length} is more than the {positions} positions of "
+                             f"--random {args.random} (its max_sequence_length)")
     if args.calibration_text:
         check_input_file(args.calibration_text)
     try:
@@ -102,7 +138,18 @@ def cmd_convert(args) -> int:
     from ..authoring import load_causal_lm, random_causal_lm
     from ..export import export
 
-    if config is not None:
+    if isinstance(config, dict):
+        from ..tiny import tiny_causal_lm, tiny_keras_tokenizer
+        from ..families import get_family
+        fam = get_family(config["family"])
+        if args.random == "tiny":
+            authored = tiny_causal_lm(fam, args.sequence_length, args.seed)
+        else:
+            # Offline there is no real tokenizer to load: one is trained on a built-in text
+            # with the config's vocabulary size (the config's vocabulary_size must fit it).
+            ktok = tiny_keras_tokenizer(fam, int(config.get("vocabulary_size", 400)))
+            authored = random_causal_lm(config, args.sequence_length, args.seed, ktok)
+    elif config is not None:
         authored = random_causal_lm(config, args.sequence_length, args.seed)
     else:
         authored = load_causal_lm(args.preset or DEFAULT_PRESET, args.sequence_length)

@@ -78,7 +78,6 @@ def _check_tokenizer_spec(spec: str) -> None:
 def cmd_generate(args) -> int:
     from ..config import GenerationConfig
     from ..runtime import load_model, stream
-    from ..runtime.generation import Completion, PreparedPrompt
 
     try:
         cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -99,17 +98,13 @@ def cmd_generate(args) -> int:
     if sampling and getattr(model, "fixed_sampling", False):
         progress("note: this model picks its tokens inside its graph (greedy); "
                  "--temperature, --top-k and --top-p do not apply")
-    done = Completion(PreparedPrompt("", [], False))
-    pieces = stream(model, prompt, cfg, done)
-    first = next(pieces, None)  # prompt errors surface before anything is printed
+    done = stream(model, prompt, cfg)  # prompt errors surface before anything is printed
     note = _window_note(done.prompt, args)
     if note:
         progress(note)
     if not args.no_prompt:
         Stdout.write(done.prompt.text)
-    for piece in ([first] if first is not None else []):
-        Stdout.write(piece)
-    for piece in pieces:
+    for piece in done:
         Stdout.write(piece)
     Stdout.write("\n")
     if done.stop_reason == "window_full":

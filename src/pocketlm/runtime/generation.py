@@ -143,6 +143,13 @@ class PreparedPrompt:
     ids: list[int]
     truncated: bool  # whether tokens were dropped to fit the model's window
     windowed: bool = False  # whether the context window left out part of the prompt
+    # Prepended to ``ids`` when fed (KerasHub's generate does so for models with one).
+    start_token_id: int | None = None
+
+    @property
+    def fed_ids(self) -> list[int]:
+        """What the model is given: the start token (if any), then the prompt's tokens."""
+        return ([self.start_token_id] if self.start_token_id is not None else []) + self.ids
 
 
 def prepare_prompt(tokenizer: Tokenizer, prompt: str | bytes, cfg: GenerationConfig,
@@ -202,6 +209,15 @@ class Completion:
     time_to_first_token: float = 0.0
     seconds: float = 0.0
 
+    # The generation itself, run by iterating this object (once).
+    _pieces: Iterator[str] | None = field(default=None, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[str]:
+        """The text pieces, as the tokens are generated. A second iteration yields nothing:
+        the completion has been generated (read ``text``, ``token_ids`` and the timings)."""
+        pieces, self._pieces = self._pieces, None
+        return pieces if pieces is not None else iter(())
+
     @property
     def tokens_per_second(self) -> float:
         """Decode speed: tokens after the first, over the time after the first."""
@@ -210,33 +226,40 @@ class Completion:
         return n / dt if n > 0 and dt > 0 else 0.0
 
 
-def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig,
-           completion: Completion | None = None) -> Iterator[str]:
-    """Yield text pieces as tokens are generated; fills ``completion`` as it goes.
+def stream(model: StepModel, prompt: str | bytes, cfg: GenerationConfig) -> Completion:
+    """Start a completion: the prompt is prepared now, the tokens as the result is iterated.
 
-    Pieces never end inside a multi-byte UTF-8 character, and never show a stop sequence
-    (or text that may still turn out to start one). Raises :class:`PromptError` for a
-    prompt that cannot be used or a ``logit_bias`` naming tokens the model lacks.
+    Iterating the returned :class:`Completion` yields text pieces that never end inside a
+    multi-byte UTF-8 character and never show a stop sequence (or text that may still turn
+    out to start one); afterwards it holds the text, token ids, stop reason and timings.
+    Raises :class:`PromptError` at once for a prompt that cannot be used, and while
+    iterating for a ``logit_bias`` naming tokens the model lacks.
     """
     # KerasHub's generate prepends the tokenizer's start token (when the model was trained
     # with one); the model file says which token, so completions match the Keras model's.
     start = getattr(model, "start_token_id", None)
     prepared = prepare_prompt(model.tokenizer, prompt, cfg,
                               model.sequence_length - (start is not None))
-    if start is not None:
-        prepared.ids = [int(start)] + prepared.ids
+    prepared.start_token_id = None if start is None else int(start)
+    done = Completion(prepared)
+    sampler = Sampler(cfg, prepared.fed_ids)
+    done._pieces = _generate(model, cfg, done, sampler)
+    return done
+
+
+def _generate(model: StepModel, cfg: GenerationConfig, done: Completion,
+              sampler: Sampler) -> Iterator[str]:
+    """The decode loop behind :func:`stream`: fills ``done`` as it yields pieces."""
+    prepared = done.prompt
     stop_ids = getattr(model, "stop_token_ids", None) or frozenset([model.end_token_id])
-    done = completion if completion is not None else Completion(prepared)
-    done.prompt = prepared
-    sampler = Sampler(cfg, prepared.ids)
     streamer = model.tokenizer.streamer(continuation=True)  # the completion follows the prompt
     stops = StopMatcher(cfg.stop)
     t0 = time.perf_counter()
     if cfg.max_new_tokens == 0:
         done.stop_reason = "max_new_tokens"
         return
-    logits = model.start(prepared.ids)
-    position = len(prepared.ids)
+    logits = model.start(prepared.fed_ids)
+    position = len(prepared.fed_ids)
     pieces: list[str] = []
     decoded = 0  # characters the streamer has given out (shown or held back)
     while True:
@@ -300,7 +323,7 @@ def prompt_logprobs(model: StepModel, ids: list[int], n: int) -> list[TokenLogpr
 
 def complete(model: StepModel, prompt: str | bytes, cfg: GenerationConfig) -> Completion:
     """Run a whole completion and return it with its timings."""
-    done = Completion(PreparedPrompt("", [], False))
-    for _ in stream(model, prompt, cfg, done):
+    done = stream(model, prompt, cfg)
+    for _ in done:
         pass
     return done

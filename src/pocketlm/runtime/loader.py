@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, ContractInfo
+from ..contract import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import ContractError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TOKENIZER_METADATA_KEY, ContractInfo
+from ..contract import TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import ContractError, RuntimeFailure
 from ..flatbuf import ModelSummary
 from ..tokenizer import BPETokenizer
