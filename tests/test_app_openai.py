@@ -249,7 +249,7 @@ def test_logprobs_are_the_models_log_softmax(server, model, n):
     assert "".join(lp["tokens"]) == choice["text"]
     assert all(len(top) == n for top in lp["top_logprobs"])
     # The first token, against the model's own logits in-process.
-    ids = model.tokenizer.encode(PROMPT)
+    ids = [model.start_token_id] + model.tokenizer.encode(PROMPT)  # as the server feeds it
     ref = log_softmax(model.start(ids))
     first = int(np.argmax(ref))
     assert lp["token_logprobs"][0] == pytest.approx(ref[first], abs=1e-5)

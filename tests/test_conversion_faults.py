@@ -102,23 +102,33 @@ def test_unreadable_preset(tiny_preset, tmp_path):
 
 
 def test_unsupported_architecture(tiny_preset, tmp_path):
-    import keras_hub
+    """A family pocketlm refuses is refused from the preset's task.json, with the reason,
+    before any weights load; an encoder-decoder likewise."""
+    import shutil
 
     from pocketlm.authoring import load_causal_lm
-    from pocketlm.tokenizer import BPETokenizer
+    from pocketlm.errors import UnsupportedModelError
 
-    gpt2 = BPETokenizer.gpt2()
-    vocab = {**gpt2.vocab, "<pad>": 50257, "</s>": 50258}  # OPT's special tokens
-    tok = keras_hub.models.OPTTokenizer(vocabulary=vocab,
-                                        merges=[f"{a} {b}" for a, b in gpt2.merges])
-    backbone = keras_hub.models.OPTBackbone(vocabulary_size=50272, num_layers=1, num_heads=2,
-                                            hidden_dim=16, intermediate_dim=32,
-                                            max_sequence_length=32)
-    lm = keras_hub.models.OPTCausalLM(
-        backbone=backbone,
-        preprocessor=keras_hub.models.OPTCausalLMPreprocessor(tokenizer=tok, sequence_length=16))
-    path = tmp_path / "tiny_opt"
-    lm.save_to_preset(str(path))
-    assert json.loads((path / "config.json").read_text())["class_name"] == "OPTBackbone"
-    with pytest.raises(PresetError, match="OPTCausalLM; pocketlm exports GPT-2 style models"):
-        load_causal_lm(path, 16)
+    for task, reason in (("RWKV7CausalLM", "RWKV-7 is a recurrent model"),
+                         ("BartSeq2SeqLM", "is an encoder-decoder model"),
+                         ("PaliGemmaCausalLM", "vision-language model")):
+        path = tmp_path / task
+        shutil.copytree(tiny_preset, path)
+        spec = json.loads((path / "task.json").read_text())
+        spec["class_name"] = task
+        (path / "task.json").write_text(json.dumps(spec))
+        (path / "model.weights.h5").write_bytes(b"not weights")  # never read
+        with pytest.raises(UnsupportedModelError, match=reason):
+            load_causal_lm(path, 16)
+
+
+def test_a_family_besides_gpt2_loads_from_its_preset(tmp_path):
+    """OPT, once refused, is a supported family: its saved preset loads as one."""
+    from pocketlm.authoring import load_causal_lm
+    from pocketlm.tiny import tiny_causal_lm
+
+    authored = tiny_causal_lm("opt", sequence_length=16)
+    authored.causal_lm.save_to_preset(str(tmp_path / "tiny_opt"))
+    again = load_causal_lm(tmp_path / "tiny_opt", 16)
+    assert again.family.name == "opt" and again.backbone_config == authored.backbone_config
+    assert again.start_token_id == authored.start_token_id is not None

@@ -77,7 +77,9 @@ def test_quantized_weights_are_smaller(tiny_models):
 
 def test_float32_greedy_equals_keras_generate(tiny_authored, tiny_models):
     model = load_model(tiny_models["none"])
-    ids = model.tokenizer.encode(PROMPT)
+    # As KerasHub's generate_preprocess packs it: GPT-2's start token, then the prompt.
+    ids = [50256] + model.tokenizer.encode(PROMPT)
+    assert model.start_token_id == 50256
     ours = complete(model, PROMPT, GenerationConfig(max_new_tokens=40,
                                                     stop_at_end_token=False)).token_ids
     assert ours == keras_greedy(tiny_authored, ids, 40)

@@ -70,9 +70,11 @@ def _check_tokenizer_spec(spec: str) -> None:
     if "," in spec:
         for path in spec.split(",", 1):
             check_input_file(path, "tokenizer file")
-    elif not os.path.isdir(spec):
-        raise UsageError(f"--tokenizer takes gpt2, a KerasHub preset directory or "
-                         f"VOCAB.json,MERGES.txt; {spec} is none of these")
+    elif not (os.path.isdir(spec) or (os.path.isfile(spec) and spec.endswith((".spm",
+                                                                               ".model")))):
+        raise UsageError(f"--tokenizer takes gpt2, a KerasHub preset directory, "
+                         f"VOCAB.json,MERGES.txt or a SentencePiece .spm/.model file; {spec} "
+                         "is none of these")
 
 
 def cmd_generate(args) -> int:

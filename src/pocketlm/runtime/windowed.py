@@ -152,6 +152,8 @@ class WindowedModel:
         self.signature = sig
         self.tokenizer = tokenizer
         self.end_token_id = int(tokenizer.end_token_id)
+        # Keras' generate prepends the tokenizer's start token: do the same.
+        self.start_token_id = tokenizer.start_token_id
         read_bytes_head(path)
         try:
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
