@@ -21,8 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-# The peers' prompt ("The quick brown fox jumps over the lazy dog." in GPT-2 ids).
+# The peers' prompt ("The quick brown fox jumps over the lazy dog." in GPT-2 ids). Models
+# of other vocabularies get the same text in their own tokens (no start token, as the peers).
+PROMPT_TEXT = "The quick brown fox jumps over the lazy dog."
 PROMPT_IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]
+
+
+def prompt_ids(model) -> list[int]:
+    """The standard prompt in ``model``'s tokens (GPT-2's ids for GPT-2 vocabularies)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or tokenizer.vocabulary_size == 50257:
+        return PROMPT_IDS
+    return tokenizer.encode(PROMPT_TEXT)
 LONG_PROMPT_TOKENS = 128
 
 
@@ -53,17 +63,18 @@ def _rss_mb() -> float:
 
 
 def _one_run(model, new_tokens: int) -> dict[str, float]:
+    prompt = prompt_ids(model)
     # A model with a short window gets fewer tokens rather than an error.
-    new_tokens = min(new_tokens, model.sequence_length - len(PROMPT_IDS) + 1)
+    new_tokens = min(new_tokens, model.sequence_length - len(prompt) + 1)
     long_len = min(LONG_PROMPT_TOKENS, model.sequence_length)
     t0 = time.perf_counter()
-    logits = model.start(PROMPT_IDS)
+    logits = model.start(prompt)
     token = int(np.argmax(logits))
     t1 = time.perf_counter()
     for _ in range(new_tokens - 1):
         token = int(np.argmax(model.step(token)))
     t_end = time.perf_counter()
-    long_ids = (PROMPT_IDS * (long_len // len(PROMPT_IDS) + 1))[:long_len]
+    long_ids = (prompt * (long_len // len(prompt) + 1))[:long_len]
     t2 = time.perf_counter()
     np.argmax(model.start(long_ids))
     t3 = time.perf_counter()

@@ -65,6 +65,18 @@ def cached_model(preset: str = DEFAULT_PRESET, quantization: str = "dynamic-int8
     return path, True
 
 
+def cached_embedded_models(progress: Callable[[str], None] = print) -> Path:
+    """Convert every embedded preset (once; cached) so the app can offer them all; returns
+    the default model's path. Raises PocketLMError when the default cannot be converted."""
+    from .presets import available_presets
+
+    default, _ = cached_model(DEFAULT_PRESET, progress=progress)
+    for name in available_presets():
+        if name != DEFAULT_PRESET:
+            cached_model(name, progress=progress)
+    return default
+
+
 def run_demo(prompt: str, gen: GenerationConfig, preset: str = DEFAULT_PRESET,
              quantization: str = "dynamic-int8", progress: Callable[[str], None] = print,
              on_piece: Callable[[str], None] | None = None) -> DemoResult:

@@ -23,9 +23,9 @@ from ..errors import ContractError, ModelFileError, PocketLMError
 from .catalog import ModelCatalog
 from .settings import ServerConfig
 
-_CONVERT = ("import sys; from pocketlm.demo import cached_model; "
-            "p, _ = cached_model(progress=lambda m: print(m, file=sys.stderr, flush=True)); "
-            "print(p)")
+# Every embedded model is converted (once, then cached) so the model picker offers them all.
+_CONVERT = ("import sys; from pocketlm.demo import cached_embedded_models; "
+            "print(cached_embedded_models(lambda m: print(m, file=sys.stderr, flush=True)))")
 
 
 def _codes(*names: str) -> set[int]:
@@ -95,7 +95,8 @@ def embedded_default(progress: Callable[[str], None]) -> tuple[Path | None, str]
     if embedded_preset_dir(DEFAULT_PRESET) is None:
         return None, (f"the embedded model {DEFAULT_PRESET} is not in this install: give a "
                       f"model, e.g. `pocketlm serve model.tflite`, or put one in {cache_dir()}")
-    progress(f"preparing the embedded model {DEFAULT_PRESET} (converted once, then cached)")
+    progress(f"preparing the embedded models, {DEFAULT_PRESET} first (converted once, then "
+             "cached)")
     proc = subprocess.run([sys.executable, "-c", _CONVERT], stdout=subprocess.PIPE,
                           stderr=None, text=True)
     lines = proc.stdout.strip().splitlines()

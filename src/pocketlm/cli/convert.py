@@ -41,8 +41,9 @@ def add_convert(sub) -> None:
                    help=f"seed for --random weights, 0..{SEED_MAX}")
     p.add_argument("-q", "--quantize", type=quantization, default="dynamic-int8",
                    metavar="MODE", help=QUANTIZATION_HELP)
-    p.add_argument("--sequence-length", type=integer(2, 65536), default=256,
-                   help="cache length: most tokens per sequence (prompt and completion)")
+    p.add_argument("--sequence-length", type=integer(2, 65536), default=None,
+                   help="cache length: most tokens per sequence (prompt and completion); "
+                        "default 256, or the model's learned positions if fewer")
     p.add_argument("--prefill-lengths", type=integers(1), default="64,16",
                    help="token counts of the prefill signatures, comma-separated, each at "
                         "most --sequence-length")
@@ -107,13 +108,19 @@ def _positions(config) -> int | None:
 
 def cmd_convert(args) -> int:
     from ..config import ExportConfig
-    from ..presets import DEFAULT_PRESET, check_positions
+    from ..config import DEFAULT_SEQUENCE_LENGTH
+    from ..presets import DEFAULT_PRESET, check_positions, preset_positions
     from ..textdata import read_text
 
     check_output_file(args.output)
     if args.family and not args.random:
         raise UsageError("--family goes with --random (a preset knows its family)")
     config = random_config(args.random, args.family) if args.random else None
+    if args.sequence_length is None:
+        # Not given: 256, or fewer for a model with fewer learned positions.
+        positions = (_positions(config) if config is not None else
+                     preset_positions(args.preset or DEFAULT_PRESET))
+        args.sequence_length = min(DEFAULT_SEQUENCE_LENGTH, positions or DEFAULT_SEQUENCE_LENGTH)
     # Tokens past the position embeddings would make a model that writes garbage.
     lengths = [(args.sequence_length, "--sequence-length")]
     if args.format == "android":
