@@ -63,3 +63,48 @@ def test_generate_in_a_venv_without_tensorflow(tiny_models):
                            "-n", "10", "--stats"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("I'm enjoying a") and "tokens/s" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def other_families(tmp_path_factory) -> dict[str, str]:
+    """Tiny models of a SentencePiece family (Llama) and a per-layer-cache family (Gemma 3),
+    both dynamic-int8."""
+    from .conftest import HAVE_CONVERT_STACK
+    if not HAVE_CONVERT_STACK:
+        pytest.skip("needs the conversion stack: pip install .[convert]")
+    from pocketlm.config import ExportConfig
+    from pocketlm.export import export
+    from pocketlm.tiny import tiny_causal_lm
+
+    out = tmp_path_factory.mktemp("families-no-tf")
+    paths = {}
+    for name in ("llama", "gemma3"):
+        cfg = ExportConfig(sequence_length=64, prefill_lengths=(16, 4))
+        paths[name] = str(export(tiny_causal_lm(name, 64), out / f"{name}.tflite", cfg,
+                                 progress=lambda _m: None).path)
+    return paths
+
+
+def test_other_families_generate_with_tensorflow_blocked(other_families):
+    code = BLOCKER + textwrap.dedent(f"""
+        from pocketlm.cli import main
+        for path in {sorted(other_families.values())!r}:
+            assert main(["generate", path, "Once upon a time", "-n", "6", "--trust"]) == 0
+        assert not any(m.split(".")[0] in HEAVY for m in sys.modules)
+        assert "sentencepiece" in sys.modules  # the Llama tokenizer ran, without TensorFlow
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("Once upon a time") == 2
+
+
+@pytest.mark.skipif(not RUNTIME_PYTHON, reason="set POCKETLM_RUNTIME_PYTHON to a venv with "
+                    "only the base install (.ci/run does)")
+def test_other_families_generate_in_a_venv_without_tensorflow(other_families):
+    pocketlm = os.path.join(os.path.dirname(RUNTIME_PYTHON), "pocketlm")
+    for path in other_families.values():
+        proc = subprocess.run([pocketlm, "generate", path, "Once upon a time", "-n", "6"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.startswith("Once upon a time")
