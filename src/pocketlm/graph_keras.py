@@ -22,6 +22,7 @@ GPT-2 fast path: see docs/families.md.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -77,7 +78,11 @@ class KerasCacheGraph(tf.Module):
         on a single token (cheap, and true even where head_dim is not hidden / heads)."""
         build = self._lm._build_cache
         extra = [p for p in inspect.signature(build).parameters if p != "token_ids"]
-        out = build(np.zeros((1, 1), np.int32), *([None] * len(extra)))
+        with warnings.catch_warnings():
+            # One token: Keras warns that a softmax over a length-1 axis is always 1. True,
+            # and harmless for a shape probe.
+            warnings.simplefilter("ignore", UserWarning)
+            out = build(np.zeros((1, 1), np.int32), *([None] * len(extra)))
         cache = out[1]
         if self.family.cache == PER_LAYER_TUPLE:
             shape = tuple(cache[0][0].shape)  # (1, 1, H, D)
