@@ -117,6 +117,8 @@ def write_llama_card(out: Path, report: dict) -> None:
         for prompt, text in report.get(kind, {}).items():
             samples += f"{title}, prompt {prompt!r}:\n\n```text\n{text.strip()}\n```\n\n"
     settings = report.get("sampler_settings", {})
+    # Free-text notes added to training.json by hand (e.g. earlier runs and why they lost).
+    notes = "".join(f"{n}\n\n" for n in report.get("notes", []))
     stopped = ""
     if report["steps_run"] < cfg["max_steps"]:
         stopped = (f" This run was stopped by the time budget at step {report['steps_run']} (the "
@@ -157,7 +159,7 @@ the preset at each new best held-out loss and keeps the best.{stopped} The token
 deterministic (one thread, lines in file order); Keras training on CPU is seeded but not
 bit-exact across machines or thread counts.
 
-## Loss
+{notes}## Loss
 
 | step | train loss | held-out loss | held-out perplexity | minutes |
 |---:|---:|---:|---:|---:|
