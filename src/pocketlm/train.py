@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .authoring import random_causal_lm
 from .config import ModelConfig
 from .errors import PocketLMError
 from .textdata import read_text, split_holdout
@@ -96,6 +95,8 @@ def _model_and_tokenizer(cfg: TrainConfig, train_text: str):
         return build_llama(cfg, proto), sp.encode, sp.decode, BOS_ID
     if cfg.family != "gpt2":
         raise PocketLMError(f"unknown family {cfg.family!r} (expected 'gpt2' or 'llama')")
+    from .authoring import random_causal_lm
+
     tok = BPETokenizer.gpt2()
     model_cfg = ModelConfig(num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                             hidden_dim=cfg.hidden_dim, intermediate_dim=cfg.intermediate_dim,
