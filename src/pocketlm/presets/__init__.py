@@ -13,6 +13,8 @@ _HERE = Path(__file__).resolve().parent
 # Preset name -> directory name under this package.
 EMBEDDED_PRESETS: dict[str, str] = {
     "pocketlm_gpt2_shakespeare": "pocketlm_gpt2_shakespeare",
+    # A small Llama (RoPE, GQA, RMSNorm, SwiGLU) with a SentencePiece tokenizer trained here.
+    "pocketlm_llama_shakespeare": "pocketlm_llama_shakespeare",
 }
 DEFAULT_PRESET = "pocketlm_gpt2_shakespeare"
 
