@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .quiet import quiet_tensorflow  # noqa: E402
+from .quiet import filtered_stderr, quiet_tensorflow  # noqa: E402
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 quiet_tensorflow()  # before Keras imports TensorFlow: its start-up lines stay off stderr
@@ -152,8 +152,9 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
         _refuse_early(Path(handle))
     try:
         # float32: the converter and the runtime work in float32; bfloat16 presets are widened.
-        lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length,
-                                                   dtype="float32")
+        with filtered_stderr():  # SentencePiece's info lines on loading its model
+            lm = keras_hub.models.CausalLM.from_preset(handle, sequence_length=sequence_length,
+                                                       dtype="float32")
     except Exception as exc:  # keras_hub raises many kinds; all mean "cannot load this"
         hint = "" if kind == "directory" else (
             " (KerasHub presets are downloaded on first use: check the name and the network,"

@@ -11,17 +11,22 @@ then writes back every line that is not known start-up noise. Errors stay visibl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import tempfile
+from typing import Iterator
 
 # Start-up lines that say nothing a user can act on: info and warning lines in absl's
 # format, absl's own banner, and CUDA probing errors on a machine without a GPU driver.
 _NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
                     r"|[IW]\d{4} \d\d:\d\d:\d\d"
-                    r"|E\d{4} \d\d:\d\d:\d\d.*(cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS)")
+                    r"|E\d{4} \d\d:\d\d:\d\d.*(cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS)"
+                    # SentencePiece's info lines on loading a model ("normalizer.cc(51)
+                    # LOG(INFO) precompiled_charsmap is empty"): an identity normalizer.
+                    r"|\S+\.cc\(\d+\) LOG\(INFO\)")
 _done = False
 
 
@@ -42,15 +47,26 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info and warnings after start-up
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)  # the converter's Python warnings
+    with filtered_stderr():
+        import tensorflow as tf
+        # The CUDA probe ("failed call to cuInit") runs at the first device query: do it
+        # now, while stderr is caught, rather than in the middle of the work.
+        tf.config.list_physical_devices("GPU")
+
+
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Catch what native code writes to file descriptor 2 in this block, then write back
+    every line that is not known noise (errors stay). A no-op with POCKETLM_VERBOSE."""
+    if verbose():
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow as tf
-            # The CUDA probe ("failed call to cuInit") runs at the first device query: do it
-            # now, while stderr is caught, rather than in the middle of the work.
-            tf.config.list_physical_devices("GPU")
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)

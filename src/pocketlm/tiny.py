@@ -15,6 +15,7 @@ from functools import lru_cache
 from .authoring import AuthoredModel, random_causal_lm
 from .config import DEFAULT_SEQUENCE_LENGTH
 from .families import BPE, Family, get_family
+from .quiet import filtered_stderr
 
 # Enough text for a few hundred merges or pieces: letters, digits, punctuation, newlines,
 # a few non-ASCII characters (so byte fallback and multi-byte merges get exercised).
@@ -82,7 +83,8 @@ def tiny_keras_tokenizer(family: Family, vocab_size: int = 400):
         vocab, merges = _bpe_files(tuple(family.special_tokens), vocab_size)
         return cls(vocabulary=vocab, merges=merges)
     start, end, *extra = family.special_tokens
-    return cls(proto=_spm_proto(start, end, tuple(extra), vocab_size))
+    with filtered_stderr():  # SentencePiece's info lines on loading its model
+        return cls(proto=_spm_proto(start, end, tuple(extra), vocab_size))
 
 
 def tiny_causal_lm(family: Family | str, sequence_length: int = DEFAULT_SEQUENCE_LENGTH,
