@@ -26,8 +26,8 @@ import tensorflow as tf  # noqa: E402
 from . import __version__
 from .authoring import AuthoredModel
 from .config import ExportConfig, Quantization
-from .contract import (DECODE, INPUT_POS, LAST_INDEX, METADATA_KEY, SCORE, TOKENIZER_METADATA_KEY,
-                       TOKENS, ContractInfo, cache_names)
+from .contract import (DECODE, INPUT_POS, LAST_INDEX, METADATA_KEY, PREFILL, SCORE,
+                       TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
 from .errors import ConversionError
 from .flatbuf import finalize
 from .graph import KVCacheGPT2, backbone_weights
@@ -78,7 +78,11 @@ def signature_functions(module: Graph, cfg: ExportConfig) -> dict[str, object]:
 
 def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConfig,
                          funcs: dict[str, object]) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """Real inputs for every signature, with caches filled by running the float graph."""
+    """Real inputs for every signature, with caches filled by running the float graph.
+
+    Each sample sits at a random place in the cache, with the text before it prefilled, so
+    the calibrated ranges cover every position a sequence reaches: with chunks only at the
+    start, rotary positions were quantized to 0..66 and saturated after that (Llama)."""
     text = cfg.calibration_text or SAMPLE_TEXT
     ids = authored.tokenizer.encode(text)
     if len(ids) < 8:
@@ -88,30 +92,38 @@ def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConf
     rng = np.random.default_rng(0)
     samples: list[tuple[str, dict[str, np.ndarray]]] = []
     names = [n for n in funcs if n != DECODE]
+    fill = max(cfg.prefill_lengths)  # the chunk that fills the cache before a sample
+
+    def run(name: str, tokens: list[int], pos: int, caches: list[np.ndarray], **extra
+            ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """Run signature ``name`` in float: (its inputs, the updated caches)."""
+        inputs = {TOKENS: np.asarray([tokens], np.int32), INPUT_POS: np.asarray([pos], np.int32),
+                  **extra, **dict(zip(keys, caches))}
+        out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        return inputs, [out[k].numpy() for k in keys]
+
+    def text_at(offset: int, count: int) -> list[int]:
+        return [ids[(offset + i) % len(ids)] for i in range(count)]
+
     for s in range(cfg.calibration_samples):
         name = names[s % len(names)]
         n = {**cfg.prefill_signatures(), SCORE: cfg.prefill_lengths[0]}[name]
-        start = int(rng.integers(0, max(1, len(ids) - n)))
-        chunk = (ids[start:start + n] * (n // max(1, len(ids[start:start + n])) + 1))[:n]
+        offset = int(rng.integers(0, len(ids)))
+        pos = fill * int(rng.integers(0, (seq - n) // fill + 1))  # where the sample starts
         caches = module.empty_caches()
-        inputs = {TOKENS: np.asarray([chunk], np.int32), INPUT_POS: np.zeros([1], np.int32)}
-        if name != SCORE:
-            inputs[LAST_INDEX] = np.asarray([n - 1], np.int32)
-        inputs.update(zip(keys, caches))
+        for start in range(0, pos, fill):  # the text before the sample, in the cache
+            _, caches = run(PREFILL, text_at(offset + start, fill), start, caches,
+                            **{LAST_INDEX: np.asarray([fill - 1], np.int32)})
+        extra = {} if name == SCORE else {LAST_INDEX: np.asarray([n - 1], np.int32)}
+        inputs, caches = run(name, text_at(offset + pos, n), pos, caches, **extra)
         samples.append((name, inputs))
-        out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
-        caches = [out[k].numpy() for k in keys]
-        # Decode a few tokens after the chunk so decode sees filled caches and later positions.
-        pos = n
-        for tok in ids[start + n:start + n + 3]:
-            if pos >= seq:
+        # Decode a few tokens after the chunk: decode sees filled caches and later positions.
+        for i, tok in enumerate(text_at(offset + pos + n, 3)):
+            if pos + n + i >= seq:
                 break
-            d = {TOKENS: np.asarray([[tok]], np.int32), INPUT_POS: np.asarray([pos], np.int32),
-                 LAST_INDEX: np.zeros([1], np.int32), **dict(zip(keys, caches))}
-            samples.append((DECODE, d))
-            out = funcs[DECODE](**{k: tf.constant(v) for k, v in d.items()})
-            caches = [out[k].numpy() for k in keys]
-            pos += 1
+            inputs, caches = run(DECODE, [tok], pos + n + i, caches,
+                                 **{LAST_INDEX: np.zeros([1], np.int32)})
+            samples.append((DECODE, inputs))
     return samples
 
 
@@ -139,10 +151,16 @@ def _converter(saved_model: str, names: list[str], cfg: ExportConfig,
     return conv
 
 
-# Ops full-int8 keeps in float: an int8 DIV aborts when its divisor rounds to the zero point
-# (measured: RMSNorm's 1 / sqrt(mean square) in Gemma 2 on a quiet token), and it costs
-# little to keep the few DIVs of a decoder in float.
-FLOAT_OPS_IN_FULL_INT8 = ("DIV",)
+# Ops full-int8 keeps in float, because int8 breaks them (all measured here):
+#  * DIV aborts when its divisor rounds to the zero point (RMSNorm's 1 / sqrt(mean square)
+#    in Gemma 2, on a quiet token);
+#  * comparisons of positions (KerasHub's causal masks compare float aranges): int8 inputs
+#    of different scales abort the process (SIGABRT) at the first decode (Llama);
+#  * SELECT fills masked attention scores with a huge negative number: in int8 that sets a
+#    scale so coarse that every real score rounds alike (GPT-2: perplexity +991%).
+# They are a handful of small ops per layer; the matmuls stay int8.
+FLOAT_OPS_IN_FULL_INT8 = ("DIV", "EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS",
+                          "LESS_EQUAL", "SELECT", "SELECT_V2")
 
 
 def _selectively_quantized(conv: tf.lite.TFLiteConverter, samples: list | None,
