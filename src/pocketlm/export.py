@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,6 +33,7 @@ from .errors import ConversionError
 from .flatbuf import finalize
 from .graph import KVCacheGPT2, backbone_weights
 from .graph_keras import KerasCacheGraph
+from .quiet import filtered_stderr
 from .textdata import SAMPLE_TEXT
 
 Progress = Callable[[str], None]
@@ -169,9 +171,11 @@ def _selectively_quantized(conv: tf.lite.TFLiteConverter, samples: list | None,
     ``float_nodes``) in float, through TF's QuantizationDebugger (selective quantization)."""
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=list(FLOAT_OPS_IN_FULL_INT8), denylisted_nodes=list(float_nodes))
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=lambda: iter(samples or []), debug_options=options)
-    return bytes(debugger.get_nondebug_quantized_model())
+    with warnings.catch_warnings():  # it runs TF's deprecated tf.lite.Interpreter
+        warnings.simplefilter("ignore", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=lambda: iter(samples or []), debug_options=options)
+        return bytes(debugger.get_nondebug_quantized_model())
 
 
 def quantize_int4(float_model: bytes) -> bytes:
@@ -186,7 +190,8 @@ def quantize_int4(float_model: bytes) -> bytes:
     q.add_dynamic_config(".*", qtyping.TFLOperationName.FULLY_CONNECTED, 4,
                          qtyping.QuantGranularity.CHANNELWISE)
     try:
-        return bytes(q.quantize(enable_progress_report=False).quantized_model)
+        with filtered_stderr():  # its progress bars ignore enable_progress_report
+            return bytes(q.quantize(enable_progress_report=False).quantized_model)
     except Exception as exc:
         raise ConversionError(f"int4 quantization failed: {str(exc).strip()[:1000]}") from None
 
@@ -253,8 +258,9 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
         tf.saved_model.save(module, tmp, signatures=funcs)
         try:
             conv = _converter(tmp, list(funcs), cfg, samples)
-            flat = (_selectively_quantized(conv, samples) if cfg.quantization.needs_calibration
-                    else conv.convert())
+            with filtered_stderr():  # the converter's harmless native log lines
+                flat = (_selectively_quantized(conv, samples)
+                        if cfg.quantization.needs_calibration else conv.convert())
         except Exception as exc:
             raise ConversionError(f"the TFLite converter failed: {str(exc).strip()[:2000]}")
     if cfg.quantization is Quantization.INT4:  # the one mode done after conversion

@@ -26,7 +26,14 @@ _NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
                     r"|E\d{4} \d\d:\d\d:\d\d.*(cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS)"
                     # SentencePiece's info lines on loading a model ("normalizer.cc(51)
                     # LOG(INFO) precompiled_charsmap is empty"): an identity normalizer.
-                    r"|\S+\.cc\(\d+\) LOG\(INFO\)")
+                    r"|\S+\.cc\(\d+\) LOG\(INFO\)"
+                    # The converter: a graph attribute newer than its op registry (harmless,
+                    # it says so itself), and the calibrator's settings line.
+                    r"|E\d{4} \d\d:\d\d:\d\d.*node_def_util.*attribute Truncate"
+                    r"|fully_quantize: \d, inference_type:"
+                    # ai-edge-quantizer's progress bars (it ignores enable_progress_report).
+                    r"|(Generating Quantization Parameters|Applying Transformations to tensors)"
+                    r"::")
 _done = False
 
 
