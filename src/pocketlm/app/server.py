@@ -57,11 +57,14 @@ class _Uvicorn(uvicorn.Server):
         super().__init__(config)
         self.app = app
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # uvicorn waits for answers in flight before it stops; streams and queued requests
-        # would make that wait long, so they are told to end now.
+        # would make that wait long, so they are told to end now. Not before the listening
+        # socket is closed: a page whose stream ends asks /health whether the server is gone.
+        for server in self.servers:
+            server.close()
         self.app.stopping.set()
-        super().handle_exit(sig, frame)
+        await super().shutdown(sockets)
 
 
 class Server:
