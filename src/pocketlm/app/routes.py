@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
@@ -156,8 +156,11 @@ async def read_json(request: Request, limit: int) -> Any:
     if ctype != "application/json":
         raise api.ApiError(415, "unsupported_media_type",
                            "send the body as JSON (Content-Type: application/json)")
-    with anyio.move_on_after(BODY_TIMEOUT_S) as scope:
-        raw = await request.body()  # the protocol stops at Content-Length bytes
+    try:
+        with anyio.move_on_after(BODY_TIMEOUT_S) as scope:
+            raw = await request.body()  # the protocol stops at Content-Length bytes
+    except ClientDisconnect:  # it left mid-body: nobody reads an answer
+        raise api.ApiError(499, "client_closed_request", "the client went away") from None
     if scope.cancel_called:
         raise api.ApiError(408, "request_timeout", "the body did not arrive in time")
     try:
@@ -169,29 +172,37 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 # -- handlers ---------------------------------------------------------------------------------
-async def completions(request: Request) -> Response:
-    app = request.app.state.pocketlm
-    body = await read_json(request, app.config.max_body_bytes)
+def _plan(app: Any, body: Any) -> api.Plan:
+    """Everything checked before a worker runs (on a thread: tokenizing a long prompt takes
+    a while, and the pool's counters share a lock with code that may wait on a worker)."""
     try:
-        # Tokenizing a long prompt takes a while: never on the event loop's thread.
-        plan = await anyio.to_thread.run_sync(api.plan_completion, body, app.catalog,
-                                              app.config, app.filter)
+        return api.plan_completion(body, app.catalog, app.config, app.filter)
     except api.ApiError as exc:
         if exc.kind == "content_filter":
             app.pool.count("rejected_prompts")
         raise
+
+
+async def completions(request: Request) -> Response:
+    app = request.app.state.pocketlm
+    body = await read_json(request, app.config.max_body_bytes)
+    plan = await anyio.to_thread.run_sync(_plan, app, body)
     if app.config.log_prompts:
         log(f"prompt for {plan.entry.id}: {plan.prepared.text[:200]!r}")
     return await respond(request, app, plan)
 
 
-async def health(request: Request) -> Response:
-    app = request.app.state.pocketlm
+def _health(app: Any) -> dict[str, Any]:
     cfg = app.config
-    return json_response(200, {"status": "ok", "version": __version__,
-                               "default_model": cfg.default_model,
-                               "workers": app.pool.describe(), "stats": asdict(app.pool.stats),
-                               "queue_size": cfg.queue_size})
+    return {"status": "ok", "version": __version__, "default_model": cfg.default_model,
+            "workers": app.pool.describe(), "stats": asdict(app.pool.stats),
+            "queue_size": cfg.queue_size}
+
+
+async def health(request: Request) -> Response:
+    # On a thread: the pool's lock can be held while a replaced worker stops (seconds).
+    return json_response(200, await anyio.to_thread.run_sync(_health,
+                                                             request.app.state.pocketlm))
 
 
 async def openai_models(request: Request) -> Response:

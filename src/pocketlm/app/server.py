@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import sys
 import threading
 from importlib import resources
 from typing import Any, Callable
