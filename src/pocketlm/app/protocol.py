@@ -26,6 +26,9 @@ MAX_LINE = 65536  # bytes in the request line or one header line (http.server's 
 MAX_HEADERS = 100  # header lines (http.server's _MAXHEADERS)
 # h11 refuses an incomplete head over this size (431, or 414 below when it is the line).
 MAX_HEAD = 2 * MAX_LINE
+# Seconds a connection may take to send its request head (http.server's socket timeout was
+# 60 s too): a client that opens connections and stalls does not keep them forever.
+HEAD_TIMEOUT_S = 60.0
 _VERSION = re.compile(rb" HTTP/(\d+\.\d+)$")
 _DIGITS = re.compile(rb"^[0-9]+$")
 
@@ -100,6 +103,21 @@ class GuardedH11Protocol(H11Protocol):
                 raise
 
         self.conn.next_event = tracked  # type: ignore[method-assign]
+        self._head_timer: Any = None
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _head_timeout(self) -> None:
+        if not self._head_checked:
+            self._head_checked = True
+            self._refuse(408, "the request head did not arrive in time", "request_timeout")
 
     def data_received(self, data: bytes) -> None:
         if self._head_checked:
@@ -116,6 +134,7 @@ class GuardedH11Protocol(H11Protocol):
                 self._refuse(431 if line_done else 414, "the request head is too long", None)
             return
         self._head_checked = True
+        self._head_timer.cancel()
         buffered, self._head = bytes(self._head), bytearray()
         refusal = check_head(buffered[:end])
         if refusal is not None:

@@ -85,6 +85,11 @@ class Server:
         KeyboardInterrupt (SIGINT, or SIGTERM through :func:`_interrupt`) here."""
         self._uvicorn.run(sockets=[self.socket])
 
+    def shutdown(self) -> None:
+        """Ask :meth:`serve_forever`, running on another thread, to stop (it returns once
+        the answers in flight are done)."""
+        self._uvicorn.should_exit = True
+
     def server_close(self) -> None:
         self.socket.close()
 
