@@ -477,3 +477,85 @@ def test_control_characters_in_a_request_line_are_escaped_in_the_log(server):
     log = server.output()
     assert "\\x1b[31mred\\x07" in log and "\x1b" not in log and "\x07" not in log
 
+
+
+# -- the request head on uvicorn (pocketlm.app.protocol checks it before h11) --------------------
+def _send_in_pieces(server: Server, pieces: list[bytes], timeout: float = 5.0) -> bytes:
+    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.1)  # separate TCP segments: the server sees the head in parts
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def test_a_head_that_arrives_in_pieces_is_served(server):
+    reply = _send_in_pieces(server, [b"GET /hea", b"lth HTTP/1.1\r\nHo", b"st: 127.0.0.1\r\n",
+                                     b"\r\n"])
+    status, _, body = parse(reply)
+    assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.parametrize("length", ["10, 10", "2, 2", "\xb2"])
+def test_a_bad_content_length_in_pieces_is_refused(server, length):
+    """h11 itself reads ``10, 10`` as 10 (and would then wait for 10 bytes): refused before."""
+    data = post_json(length, b"{}")
+    cut = data.index(b"Content-Length") + 17
+    status, _, err = parse(_send_in_pieces(server, [data[:cut], data[cut:]]))
+    assert status == 411 and err["error"]["type"] == "length_required"
+
+
+def test_two_content_lengths_are_refused(server):
+    data = post_json(2, b"{}").replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\n", 1)
+    status, _, err = parse(raw_request(server, data))
+    assert status == 411 and err["error"]["type"] == "length_required"
+
+
+@pytest.mark.parametrize("path, shown", [
+    (b"/\xc3\xbc", "/\u00fc"),  # UTF-8, which h11 refuses in a request target
+    (b"/a\x7fb", "/a\\x7fb"),  # DEL
+    (b"/n\x00ul", "/n\\x00ul"),
+    (b"/tab\there", "/tab\\x09here"),
+])
+def test_paths_h11_would_refuse_are_a_404_and_logged_escaped(server, path, shown):
+    reply = raw_request(server, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, headers, err = parse(reply)
+    assert status == 404 and err["error"]["type"] == "not_found"
+    assert headers["content-type"].startswith("application/json")
+    log = server.output()
+    assert f'"GET {shown} HTTP/1.1" 404' in log
+    assert not any(c in log for c in "\x00\x7f\t")
+
+
+def test_a_head_that_never_ends_is_cut_off(monkeypatch, tmp_path):
+    """A client that opens a connection and stalls mid-head gets 408 and a closed connection
+    (http.server's socket timeout did this; uvicorn alone waits forever). In process, with
+    the timeout shortened."""
+    import threading
+
+    from pocketlm.app import protocol, server as srv
+    from pocketlm.app.settings import ServerConfig
+
+    monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)
+    httpd, app = srv.make_server(ServerConfig(port=0, models_dir=tmp_path))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = httpd.server_address[:2]
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line
+            t0 = time.monotonic()
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        status, _, err = parse(reply)
+        assert status == 408 and err["error"]["type"] == "request_timeout"
+        assert 0.4 < time.monotonic() - t0 < 3
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+        httpd.server_close()
+        app.pool.close()
+    assert not thread.is_alive()

@@ -17,6 +17,7 @@ from ..runtime.generation import PreparedPrompt, prepare_prompt
 from ..safety import ProfanityFilter
 from .catalog import ModelCatalog, ModelEntry
 from . import request
+from .schemas import CompletionRequest
 from .settings import ServerConfig, SuggestRequest
 
 
@@ -53,10 +54,10 @@ class Plan:
 
 
 # -- validation ----------------------------------------------------------------------------
-def parse_request(body: Any) -> request.ParsedRequest:
+def parse_request(body: Any) -> CompletionRequest:
     """Every field of the body checked (see :mod:`.request`). Raises :class:`ApiError`."""
     try:
-        return request.parse(body)
+        return CompletionRequest.from_body(body)
     except request.RequestError as exc:
         raise bad_request(str(exc), exc.param) from None
 

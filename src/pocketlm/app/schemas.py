@@ -1,0 +1,53 @@
+"""Pydantic models of the API's request bodies.
+
+The completions body is checked field by field by :mod:`.request` (the model's "before"
+validator delegates to it), because OpenAI's API has rules that pydantic's coercion would
+bend: ``true`` is not a number, ``NaN``, ``Infinity`` and a 400-digit integer are refused
+with a message naming the field, a float with no fraction is an integer, ``null`` means the
+default, and every field is either applied or refused (unknown ones too). The model then
+holds the checked values with their types, strictly (a value of another type is a bug).
+
+A chat body (``/v1/chat/completions``) gets a model of its own here, built the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from . import request
+from .settings import SuggestRequest
+
+
+class CompletionRequest(BaseModel):
+    """A checked ``POST /v1/completions`` body: what to run and how to answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    model: str | None = None  # a model id of the catalog; None: the default model
+    request: SuggestRequest  # what the worker runs (prompt, sampling, stop, logprobs, ...)
+    stream: bool = False  # answer as server-sent events
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
+    tokens_param: Literal["max_tokens", "n_predict"] = "max_tokens"  # named in its errors
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, body: Any) -> dict[str, Any]:
+        if isinstance(body, dict) and isinstance(body.get("request"), SuggestRequest):
+            return body  # already checked (model_validate on our own dict)
+        parsed = request.parse(body)  # raises RequestError (a ValueError) naming the field
+        return {"model": parsed.model, "request": parsed.request, "stream": parsed.stream,
+                "include_usage": parsed.include_usage, "tokens_param": parsed.tokens_param}
+
+    @classmethod
+    def from_body(cls, body: Any) -> CompletionRequest:
+        """The model for a decoded JSON body. Raises :class:`request.RequestError`."""
+        try:
+            return cls.model_validate(body)
+        except ValidationError as exc:
+            errors = exc.errors()
+            cause = errors[0].get("ctx", {}).get("error") if errors else None
+            if isinstance(cause, request.RequestError):
+                raise cause from None
+            raise  # a type error in the checked values: a bug in request.py, not the client's
