@@ -431,6 +431,8 @@ def test_cli_one_turn(chat_models):
     assert "chat format: qwen2.5 (from the model file)" in proc.stderr
     assert "0 reused from the cache" in proc.stderr and "5 new tokens" in proc.stderr
     assert proc.stdout.endswith("\n")
+    proc = _cli("info", chat_models["qwen"])
+    assert "chat:      qwen2.5 template, a reply ends at <|im_end|>" in proc.stdout
 
 
 @needs_convert

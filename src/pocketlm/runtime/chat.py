@@ -120,7 +120,7 @@ class _CacheFeeder:
 
     def start(self, ids: list[int]) -> np.ndarray:
         s, model = self.session, self.session.model
-        cached = s._cached_ids()
+        cached = s._cached
         reuse = 0
         for a, b in zip(cached, ids[:-1]):  # at least one token is run, for its logits
             if a != b:
@@ -278,6 +278,3 @@ class ChatSession:
                 yield piece
         finally:  # also when the caller stops early (Ctrl-C, a closed connection)
             self.messages.append(Message("assistant", "".join(shown)))
-
-    def _cached_ids(self) -> list[int]:
-        return self._cached
