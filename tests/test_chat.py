@@ -369,6 +369,89 @@ def test_old_turns_are_dropped_whole_and_the_system_prompt_kept(chat_models, nam
 
 
 @needs_convert
+def test_a_stateless_caller_sending_the_whole_history_reuses_the_cache(chat_models):
+    """What an HTTP endpoint does: each request carries the whole conversation."""
+    from pocketlm.errors import PromptError
+    from pocketlm.runtime.chat import ChatSession
+
+    model = _load(chat_models["llama3"])
+    session = ChatSession(model)
+    cfg = GenerationConfig(max_new_tokens=8, logit_bias=_end_of_turn_bias(session))
+    history = [{"role": "system", "content": SYSTEM}]
+    for question in ("Hi!", "What is 2+2?", "Thanks."):
+        session.set_conversation(history)
+        reply = _run(session, question, cfg)
+        history += [{"role": "user", "content": question},
+                    {"role": "assistant", "content": reply}]
+        turn = session.last_turn
+        if question != "Hi!":  # everything before the new turn came from the cache
+            assert turn.reused_tokens == previous.prompt_tokens
+        previous = turn
+    assert session.conversation() == [Message(m["role"], m["content"]) for m in history]
+    for bad, message in (([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                          "message 1: expected an assistant message"),
+                         ([{"role": "assistant", "content": "a"}], "expected a user"),
+                         ([{"role": "tool", "content": "a"}], "needs a role"),
+                         ([{"role": "user"}], "needs a role"),
+                         ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
+                          "message 1: expected an assistant")):
+        with pytest.raises(PromptError, match=message):
+            session.set_conversation(bad)
+    assert session.conversation() == [Message(m["role"], m["content"]) for m in history]
+
+
+@needs_convert
+def test_a_reply_stopped_early_is_kept_as_shown(chat_models):
+    """Ctrl-C in the CLI, a closed connection in the app: the conversation keeps what was
+    shown, and the next turn still reuses the cache correctly."""
+    from pocketlm.runtime.chat import ChatSession
+
+    model = _load(chat_models["qwen"])
+    session = ChatSession(model, system=SYSTEM)
+    letter = model.tokenizer.encode("a")[0]
+    pieces = iter(session.send("Hi!", GenerationConfig(max_new_tokens=8,
+                                                       logit_bias={letter: 100.0})))
+    shown = next(pieces) + next(pieces)
+    pieces.close()
+    assert session.messages[-1] == Message("assistant", shown) and shown == "aa"
+    cfg = GenerationConfig(max_new_tokens=4)
+    reply = session.send("What is 2+2?", cfg)
+    text = "".join(reply)
+    assert session.last_turn.reused_tokens > 0
+    fresh = ChatSession(_load(chat_models["qwen"]), system=SYSTEM)
+    fresh.messages = session.messages[:-2]
+    again = fresh.send("What is 2+2?", cfg)
+    assert "".join(again) == text and again.token_ids == reply.token_ids
+    # A model interrupted mid-prefill, after overwriting the cache past the kept prefix:
+    # the session claims only that prefix, so nothing overwritten is reused later.
+    real_extend = model.extend
+
+    def interrupted(ids, start=None):
+        real_extend([letter] * (len(ids) + 8), start=start)
+        raise KeyboardInterrupt
+
+    before, history = list(session._cached), list(session.messages)
+    session.set_system("Something else entirely.")  # the prompt differs early on
+    model.extend = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        "".join(session.send("And again?", cfg))
+    kept = session._cached
+    assert 0 < len(kept) < 12 and kept == before[:len(kept)]
+    assert session.messages[-2:] == [Message("user", "And again?"), Message("assistant", "")]
+    del model.extend  # the model works again
+    # Back to the conversation as it was: most of it matches what the cache held before,
+    # but only the kept prefix may be reused.
+    session.set_system(SYSTEM)
+    session.messages = history
+    reply = session.send("Last one?", cfg)
+    text = "".join(reply)
+    assert session.last_turn.reused_tokens == len(kept)
+    fresh.messages = history
+    again = fresh.send("Last one?", cfg)
+    assert "".join(again) == text and again.token_ids == reply.token_ids
+
+
+@needs_convert
 def test_cache_used_by_someone_else_is_not_reused(chat_models):
     from pocketlm.runtime.chat import ChatSession
 

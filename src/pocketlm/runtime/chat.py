@@ -130,11 +130,12 @@ class _CacheFeeder:
         # must not hold another conversation's tail: rebuild unless the turn only appends.
         exact = not getattr(getattr(model, "quantization", None),
                             "quantizes_attention_scores", False)
-        if reuse and hasattr(model, "extend") and (exact or reuse == len(cached)):
-            logits = model.extend(ids[reuse:], start=reuse)
-        else:
+        if not (reuse and hasattr(model, "extend") and (exact or reuse == len(cached))):
             reuse = 0
-            logits = model.start(ids)
+        # Claim only the kept prefix while the model runs: if it is interrupted (Ctrl-C, a
+        # closed connection), the next turn never reuses positions it may have overwritten.
+        s._cached = cached[:reuse]
+        logits = model.extend(ids[reuse:], start=reuse) if reuse else model.start(ids)
         s._cached, s._sequence = list(ids), getattr(model, "sequence", None)
         s.last_turn.prompt_tokens = len(ids)
         s.last_turn.reused_tokens = reuse
@@ -213,6 +214,35 @@ class ChatSession:
         ids = encode_segments(self.model.tokenizer, segments)
         start = getattr(self.model, "start_token_id", None)
         return ([int(start)] if start is not None else []) + ids
+
+    def set_conversation(self, messages: list[Message] | list[dict]) -> None:
+        """Replace the conversation: an optional system message, then user and assistant
+        messages taking turns, starting with a user (``{"role", "content"}`` dicts work too,
+        as in OpenAI's chat API). The cache keeps whatever is still a prefix of the new
+        prompt, so a stateless caller that sends the whole history each time (an HTTP
+        endpoint) still prefills only the new part; its new user message then goes to
+        :meth:`send`. Raises PromptError naming the first message that breaks these rules.
+        """
+        msgs = []
+        for i, m in enumerate(messages):
+            role, content = (m.role, m.content) if isinstance(m, Message) else (
+                m.get("role") if isinstance(m, dict) else None,
+                m.get("content") if isinstance(m, dict) else None)
+            if role not in ("system", "user", "assistant") or not isinstance(content, str):
+                raise PromptError(f"message {i}: needs a role (system, user or assistant) and "
+                                  "text content")
+            msgs.append(Message(role, _as_text(content)))
+        system = None
+        if msgs and msgs[0].role == "system":
+            system, msgs = msgs[0].content, msgs[1:]
+        for i, m in enumerate(msgs):
+            want = "user" if i % 2 == 0 else "assistant"
+            if m.role != want:
+                article = "an" if want == "assistant" else "a"
+                raise PromptError(f"message {i + (system is not None)}: expected {article} "
+                                  f"{want} message, not {m.role} (after an optional system "
+                                  "message, user and assistant take turns)")
+        self.system, self.messages = system, msgs
 
     def set_system(self, text: str | None) -> None:
         """Set (or with None, remove) the system prompt; the next turn rebuilds the cache
