@@ -29,7 +29,7 @@ BLOCKER = textwrap.dedent("""
 
 
 def test_runtime_modules_import_with_tensorflow_blocked():
-    code = BLOCKER + "import pocketlm.runtime, pocketlm.cli, pocketlm.inspect; print('ok')"
+    code = BLOCKER + "import pocketlm.runtime, pocketlm.runtime.chat, pocketlm.cli, pocketlm.inspect; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
@@ -90,6 +90,7 @@ def test_other_families_generate_with_tensorflow_blocked(other_families):
         from pocketlm.cli import main
         for path in {sorted(other_families.values())!r}:
             assert main(["generate", path, "Once upon a time", "-n", "6", "--trust"]) == 0
+            assert main(["chat", path, "--prompt", "Hi", "-n", "4", "--trust"]) == 0
         assert not any(m.split(".")[0] in HEAVY for m in sys.modules)
         assert "sentencepiece" in sys.modules  # the Llama tokenizer ran, without TensorFlow
     """)

@@ -96,6 +96,10 @@ class ContractInfo:
     cache_shape: list[int] = field(default_factory=list)
     vocabulary_size: int = 0
     tokenizer: str = "gpt2-bpe"  # kind of the tokenizer stored under TOKENIZER_METADATA_KEY
+    # Since chat: the family's chat template as JSON (:class:`pocketlm.chat_template.
+    # ChatTemplate`); None in older files and for families without one (the runtime then
+    # uses the family's template if it knows the family, else the plain fallback).
+    chat_template: dict[str, Any] | None = None
     source: str = ""
     created_by: str = ""
     notes: dict[str, Any] = field(default_factory=dict)

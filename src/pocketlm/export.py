@@ -287,6 +287,8 @@ def contract_info(authored: AuthoredModel, module: Graph, cfg: ExportConfig) -> 
         cache_layout=module.layout, cache_shape=list(module.cache_shape),
         vocabulary_size=int(authored.backbone_config["vocabulary_size"]),
         tokenizer=authored.tokenizer.kind, source=authored.source,
+        chat_template=(authored.family.chat_template.to_dict()
+                       if authored.family.chat_template else None),
         created_by=f"pocketlm {__version__}, tensorflow {tf.__version__}",
         notes={"score_tokens": cfg.prefill_lengths[0]})
 

@@ -103,6 +103,10 @@ def render_text(r: dict[str, Any]) -> str:
                       f"{c.get('stop_token_ids')}",
                       f"end token: {c['end_token_id']}; tokenizer "
                       f"{'embedded' if r['has_tokenizer'] else 'missing'} ({c['tokenizer']})"]
+        chat = c.get("chat_template")
+        if isinstance(chat, dict):  # files written before chat templates have none
+            lines.append(f"chat:      {chat.get('name')} template, a reply ends at "
+                         f"{', '.join(chat.get('stop_tokens') or ['the end token'])}")
         lines.append(f"source:    {c['source']} ({c['created_by']})")
     else:
         lines.append("contract:  none (no pocketlm metadata)")

@@ -1,5 +1,5 @@
 """The ``pocketlm`` command. Thin commands; heavy imports happen inside them, so ``--help``
-is instant and ``generate``/``info`` never touch TensorFlow.
+is instant and ``generate``/``chat``/``info`` never touch TensorFlow.
 
 Exit codes: 0 done; 1 a failure while working; 2 a usage error (a bad flag or value, a
 path that cannot be used), always reported as one ``pocketlm: error: ...`` line on stderr
@@ -12,6 +12,7 @@ import sys
 
 from ..errors import PocketLMError
 from .args import Parser, Stdout
+from .chat import add_chat
 from .convert import add_convert, add_demo
 from .families import add_families
 from .generate import add_generate, add_info, add_serve
@@ -26,6 +27,7 @@ def build_parser() -> Parser:
     add_convert(sub)
     add_families(sub)
     add_generate(sub)
+    add_chat(sub)
     add_info(sub)
     add_demo(sub)
     add_bench(sub)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..chat_template import ChatTemplate
+
 BPE = "bpe"  # byte-level BPE: a vocabulary + merges (GPT-2 style)
 SPM = "spm"  # SentencePiece: a serialized model proto
 
@@ -35,7 +37,8 @@ class Family:
         fast_path: a hand-written graph measured faster than ``call_with_cache`` exists.
         features: what the export must get right (positions, norms, attention), for people.
         tiny: a tiny backbone config (vocabulary size filled in from the test tokenizer).
-        chat_template: the family's chat format (the chat issue fills it in).
+        chat_template: the family's published chat format (:mod:`pocketlm.chat_template`),
+            or None: such models chat with the plain transcript fallback.
         tier: "must" or "should" (how the families issue ranks it).
     """
 
@@ -52,7 +55,7 @@ class Family:
     cache: str = STACKED
     fast_path: bool = False
     features: str = ""
-    chat_template: str | None = None
+    chat_template: ChatTemplate | None = None
     tier: str = "must"
     aliases: tuple[str, ...] = field(default=())
 

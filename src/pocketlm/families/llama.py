@@ -1,5 +1,6 @@
 """Llama-style families: rotary positions, RMSNorm, SwiGLU MLPs, grouped-query attention."""
 
+from .. import chat_template
 from .base import BPE, SPM, Family
 
 # 4 query heads sharing 2 KV heads: the tiny configs exercise GQA.
@@ -18,7 +19,7 @@ LLAMA3 = Family(
     preprocessor="Llama3CausalLMPreprocessor", tokenizer="Llama3Tokenizer", tokenizer_kind=BPE,
     special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
                     "<|start_header_id|>", "<|end_header_id|>"),
-    stop_tokens=("<|eot_id|>",),
+    stop_tokens=("<|eot_id|>",), chat_template=chat_template.LLAMA3,
     features="RoPE with Llama 3.1 frequency scaling, RMSNorm, SwiGLU, GQA, byte-level BPE",
     # Frequency scaling on: wavelengths longer than the (tiny) pretraining length are scaled.
     tiny={**_TINY, "rope_frequency_adjustment_factor": 8.0, "rope_low_freq_factor": 1.0,
@@ -28,6 +29,7 @@ MISTRAL = Family(
     name="mistral", title="Mistral", task="MistralCausalLM", backbone="MistralBackbone",
     preprocessor="MistralCausalLMPreprocessor", tokenizer="MistralTokenizer",
     tokenizer_kind=SPM, special_tokens=("<s>", "</s>"),
+    chat_template=chat_template.MISTRAL,
     features="RoPE, RMSNorm, SwiGLU, GQA, sliding-window attention",
     # A window of 8 inside a 64-token cache: decoding passes it in every test.
     tiny={**_TINY, "sliding_window": 8})
@@ -36,6 +38,7 @@ MIXTRAL = Family(
     name="mixtral", title="Mixtral", task="MixtralCausalLM", backbone="MixtralBackbone",
     preprocessor="MixtralCausalLMPreprocessor", tokenizer="MixtralTokenizer",
     tokenizer_kind=SPM, special_tokens=("<s>", "</s>"), tier="should",
+    chat_template=chat_template.MISTRAL,
     features="Mistral with a sparse mixture of experts (top-2 of N) MLP",
     tiny={**_TINY, "num_experts": 4, "top_k": 2, "sliding_window": 8})
 
@@ -43,6 +46,7 @@ PHI3 = Family(
     name="phi3", title="Phi-3", task="Phi3CausalLM", backbone="Phi3Backbone",
     preprocessor="Phi3CausalLMPreprocessor", tokenizer="Phi3Tokenizer", tokenizer_kind=SPM,
     special_tokens=("<s>", "<|endoftext|>"), stop_tokens=("<|end|>",),
+    chat_template=chat_template.PHI3,
     features="RoPE with LongRoPE (su) scaling, RMSNorm, fused QKV, SwiGLU",
     # LongRoPE: separate short/long factor lists (head_dim / 2 each). KerasHub picks the
     # list per call from the call's last position, and its generate() seeds the cache with
@@ -57,7 +61,7 @@ SMOLLM3 = Family(
     preprocessor="SmolLM3CausalLMPreprocessor", tokenizer="SmolLM3Tokenizer",
     tokenizer_kind=BPE,
     special_tokens=("<|end_of_text|>", "<|begin_of_text|>", "<think>", "</think>"),
-    stop_tokens=("<|im_end|>",),
+    stop_tokens=("<|im_end|>",), chat_template=chat_template.SMOLLM3,
     features="RoPE on some layers only (NoPE every 4th), RMSNorm, SwiGLU, GQA",
     tiny={"num_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
           "hidden_dim": 32, "intermediate_dim": 64, "attention_bias": False,

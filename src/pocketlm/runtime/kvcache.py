@@ -229,6 +229,7 @@ class KVCacheModel:
         self._chunks = sorted(info.prefill.items(), key=lambda kv: -kv[1])  # (name, tokens)
         self._direction = 0  # which cache set holds the current cache
         self._pos = 0
+        self._sequence = 0  # counts refills from position 0 (start, score)
 
     def _setup(self, path: Path, info: ContractInfo, num_threads: int, cache: str) -> None:
         self._model = _compiled_model(path, num_threads, cache)
@@ -303,10 +304,54 @@ class KVCacheModel:
         if len(ids) > self.sequence_length:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
         self._fresh_cache()
+        self._sequence += 1
         pos, logits = 0, None
         while pos < len(ids):
             name, t = self._plan(pos, len(ids) - pos)
             chunk = ids[pos:pos + t]
+            real = len(chunk)
+            chunk = chunk + [self.end_token_id] * (t - real)  # padding is overwritten later
+            logits = self._run(name, chunk, pos, real - 1)
+            pos += real
+        self._pos = pos
+        return np.asarray(logits).reshape(-1)
+
+    @property
+    def position(self) -> int:
+        """Tokens in the cache: where the next prefill or decode step writes."""
+        return self._pos
+
+    @property
+    def sequence(self) -> int:
+        """Changes whenever the cache is refilled from position 0 (:meth:`start`,
+        :meth:`score`): a chat session that finds it unchanged knows its tokens are still
+        the cache's, whoever else holds the model."""
+        return self._sequence
+
+    def extend(self, ids: list[int], start: int | None = None) -> np.ndarray:
+        """Prefill ``ids`` at positions ``start..`` (default: :attr:`position`), keeping the
+        cache before ``start``; return the last token's logits, shape (vocab,).
+
+        The chat session's cache reuse: a new turn prefills only what follows the part of
+        the conversation already in the cache. Positions from ``start`` on are forgotten
+        (the causal mask hides them until they are overwritten, as in :meth:`start`).
+        Raises ValueError for no ids, ``start`` outside ``0..position``, or too many ids.
+        """
+        at = self._pos if start is None else int(start)
+        if not ids:
+            raise ValueError("extend() needs at least one token")
+        if not 0 <= at <= self._pos:
+            raise ValueError(f"extend() can start at 0..{self._pos}, not {at}")
+        if at == 0:
+            return self.start(ids)
+        if at + len(ids) > self.sequence_length:
+            raise ValueError(f"{at + len(ids)} tokens do not fit a {self.sequence_length}-token "
+                             "cache")
+        pos, logits = at, None
+        while pos < at + len(ids):
+            rest = at + len(ids) - pos
+            name, t = self._plan(pos, rest)
+            chunk = ids[pos - at:pos - at + t]
             real = len(chunk)
             chunk = chunk + [self.end_token_id] * (t - real)  # padding is overwritten later
             logits = self._run(name, chunk, pos, real - 1)
@@ -329,6 +374,7 @@ class KVCacheModel:
         if len(ids) > self.sequence_length:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
         self._fresh_cache()
+        self._sequence += 1
         rows = []
         pos = 0
         while pos < len(ids):
