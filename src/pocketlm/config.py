@@ -32,13 +32,15 @@ class Quantization(str, enum.Enum):
     DYNAMIC_INT8 = "dynamic-int8"  # int8 weights, float activations (Optimize.DEFAULT)
     FLOAT16 = "float16"  # float16 weights, widened to float32 at load on CPUs
     FULL_INT8 = "full-int8"  # int8 weights and activations, calibrated
+    # full-int8, with the layers the per-layer sensitivity report finds worst kept in float
+    FULL_INT8_MIXED = "full-int8-mixed"
     INT4 = "int4"  # int4 channelwise weights (ai-edge-quantizer), activations dynamic
 
     # -- what each mode implies, in one place (export, runtime and preflight ask these) --
     @property
     def needs_calibration(self) -> bool:
         """Activations are quantized too, so the converter needs representative inputs."""
-        return self is Quantization.FULL_INT8
+        return self in (Quantization.FULL_INT8, Quantization.FULL_INT8_MIXED)
 
     @property
     def quantizes_attention_scores(self) -> bool:
@@ -46,13 +48,13 @@ class Quantization(str, enum.Enum):
         coarse that every real score rounds alike (perplexity +991% measured), so the graph
         fills 16 below the row minimum instead, and stale cache rows are not exactly hidden:
         each sequence must start from a zeroed cache."""
-        return self is Quantization.FULL_INT8
+        return self.needs_calibration
 
     @property
     def xnnpack_weight_cache(self) -> bool:
         """Whether LiteRT may use XNNPACK's packed-weights cache. With it, a full-int8 file's
         top-1 agreement with the float model fell from 0.41 to 0.20 (tiny model), so not."""
-        return self is not Quantization.FULL_INT8
+        return not self.needs_calibration
 
     @property
     def quantized_embedding_table(self) -> bool:
@@ -65,7 +67,7 @@ class Quantization(str, enum.Enum):
         """About how many bytes of .tflite one weight costs (measured on GPT-2 small)."""
         return {Quantization.NONE: 4.0, Quantization.FLOAT16: 2.0,
                 Quantization.DYNAMIC_INT8: 1.3, Quantization.FULL_INT8: 2.0,
-                Quantization.INT4: 1.0}[self]
+                Quantization.FULL_INT8_MIXED: 2.0, Quantization.INT4: 1.0}[self]
 
     @property
     def conversion_bytes_per_weight(self) -> int:
@@ -79,7 +81,7 @@ class Quantization(str, enum.Enum):
             return value
         aliases = {"float32": cls.NONE, "fp32": cls.NONE, "int8": cls.DYNAMIC_INT8,
                    "dynamic": cls.DYNAMIC_INT8, "fp16": cls.FLOAT16, "int8-full": cls.FULL_INT8,
-                   "4bit": cls.INT4, "dynamic-int4": cls.INT4}
+                   "4bit": cls.INT4, "dynamic-int4": cls.INT4, "mixed": cls.FULL_INT8_MIXED}
         key = value.strip().lower()
         if key in aliases:
             return aliases[key]

@@ -34,6 +34,7 @@ from .flatbuf import finalize
 from .graph import KVCacheGPT2, backbone_weights
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
+from .sensitivity import SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes, sensitivity
 from .textdata import SAMPLE_TEXT
 
 Progress = Callable[[str], None]
@@ -178,6 +179,24 @@ def _selectively_quantized(conv: tf.lite.TFLiteConverter, samples: list | None,
         return bytes(debugger.get_nondebug_quantized_model())
 
 
+def layer_sensitivity(module: Graph, funcs: dict, cfg: ExportConfig,
+                      samples: list | None) -> list[LayerError]:
+    """The per-layer int8 error report of ``module`` (see :mod:`pocketlm.sensitivity`)."""
+    full = ExportConfig(sequence_length=cfg.sequence_length,
+                        prefill_lengths=cfg.prefill_lengths, quantization=Quantization.FULL_INT8)
+
+    def converter_for(saved_model: str, names: list[str]) -> tf.lite.TFLiteConverter:
+        mine = [(n, inputs) for n, inputs in samples or [] if n in names]
+        return _converter(saved_model, names, full, mine)
+
+    with filtered_stderr():
+        try:
+            return sensitivity(module, funcs, samples or [], converter_for,
+                               FLOAT_OPS_IN_FULL_INT8)
+        except Exception as exc:
+            raise ConversionError(f"the per-layer analysis failed: {str(exc).strip()[:1000]}")
+
+
 def quantize_int4(float_model: bytes) -> bytes:
     """Channelwise int4 weights for the FULLY_CONNECTED ops, activations quantized on the fly
     by the kernel (dynamic), so XNNPACK runs them as int4 GEMMs. Needs ai-edge-quantizer."""
@@ -253,13 +272,20 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
         samples = _calibration_samples(module, authored, cfg, funcs)
     else:
         progress("[2/4] no calibration needed")
+    kept: tuple[str, ...] = ()
+    if cfg.quantization is Quantization.FULL_INT8_MIXED:
+        progress("      measuring each layer's int8 error (decode signature)")
+        errors = layer_sensitivity(module, funcs, cfg, samples)
+        kept = float_nodes(errors)
+        progress(f"      {len(kept)} of {len(errors)} layers stay float (rmse above "
+                 f"{SUSPECT_RMSE_OVER_SCALE} int8 steps)")
     progress(f"[3/4] converting with quantization {cfg.quantization.value}")
     with tempfile.TemporaryDirectory(prefix="pocketlm-export-") as tmp:
         tf.saved_model.save(module, tmp, signatures=funcs)
         try:
             conv = _converter(tmp, list(funcs), cfg, samples)
             with filtered_stderr():  # the converter's harmless native log lines
-                flat = (_selectively_quantized(conv, samples)
+                flat = (_selectively_quantized(conv, samples, kept)
                         if cfg.quantization.needs_calibration else conv.convert())
         except Exception as exc:
             raise ConversionError(f"the TFLite converter failed: {str(exc).strip()[:2000]}")

@@ -95,6 +95,8 @@ function showError(error, status) {
 
 // -- the server going away ------------------------------------------------------------------
 // Any answer at all (even an error status) means the server is there.
+const CUT_RECHECK_MS = 1000;
+
 async function serverAlive() {
   try {
     await fetch("/health", { cache: "no-store", signal: AbortSignal.timeout(3000) });
@@ -123,7 +125,13 @@ async function reconnect() {
 // stops its model workers, which would otherwise read as "the model failed").
 // ``ctrl``: the request it is about; a newer one started meanwhile makes it old news.
 async function reportFailure(error, status, ctrl) {
-  const alive = await serverAlive();
+  let alive = await serverAlive();
+  // A stopping server may cut the stream a moment before it stops answering: look again
+  // before calling it a cut.
+  if (alive && !error) {
+    await new Promise((resolve) => setTimeout(resolve, CUT_RECHECK_MS));
+    alive = await serverAlive();
+  }
   if (state.controller !== ctrl) return;
   if (!alive) { showServerGone(); return; }
   if (error) showError(error, status);
