@@ -312,7 +312,7 @@ def test_every_option_has_help_and_the_help_lists_every_quantization():
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     modes = [q.value for q in Quantization]
     assert set(commands.choices) == {"convert", "generate", "info", "demo", "bench", "eval",
-                                     "compare", "serve", "families", "chat"}
+                                     "compare", "serve", "families", "chat", "sensitivity"}
     quant_options = 0
     for name, sub in commands.choices.items():
         text = " ".join(sub.format_help().split())

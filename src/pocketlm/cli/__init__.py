@@ -15,6 +15,7 @@ from .args import Parser, Stdout
 from .chat import add_chat
 from .convert import add_convert, add_demo
 from .families import add_families
+from .sensitivity import add_sensitivity
 from .generate import add_generate, add_info, add_serve
 from .measure import add_bench, add_quality
 
@@ -26,6 +27,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_convert(sub)
     add_families(sub)
+    add_sensitivity(sub)
     add_generate(sub)
     add_chat(sub)
     add_info(sub)
