@@ -1,7 +1,8 @@
 """Convert an authored KerasHub causal LM into one self-describing KV-cache .tflite.
 
-The file has a ``decode`` signature (one token), one or more ``prefill`` signatures (a chunk
-of prompt tokens) and a ``score`` signature (every position's logits, for evaluation). They
+The file follows contract v2 (:mod:`pocketlm.contract`, LiteRT-LM's own): a ``decode``
+signature (one token -> logits), one or more ``prefill`` signatures (a chunk of prompt
+tokens -> caches) and a ``score`` signature (every position's logits, for evaluation). They
 share their weights. Only builtin ops are allowed. The model config, the tokenizer, the end
 token, the quantization and the contract version travel in the flatbuffer's metadata.
 """
@@ -26,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 from . import __version__
 from .authoring import AuthoredModel
 from .config import ExportConfig, Quantization
-from .contract import (DECODE, INPUT_POS, LAST_INDEX, METADATA_KEY, SCORE, TOKENIZER_METADATA_KEY,
-                       TOKENS, ContractInfo, cache_names)
+from .contract import (DECODE, INPUT_POS, METADATA_KEY, SCORE, TOKENIZER_METADATA_KEY, TOKENS,
+                       ContractInfo, cache_names, max_num_tokens)
 from .errors import ConversionError
 from .flatbuf import finalize
 from .graph import KVCacheGPT2, backbone_weights
@@ -69,9 +70,9 @@ def build_module(authored: AuthoredModel, sequence_length: int,
 
 def signature_functions(module: Graph, cfg: ExportConfig) -> dict[str, object]:
     """Signature name -> concrete function."""
-    funcs = {DECODE: module.step_function(1).get_concrete_function()}
+    funcs = {DECODE: module.step_function(1, logits=True).get_concrete_function()}
     for name, n in cfg.prefill_signatures().items():
-        funcs[name] = module.step_function(n).get_concrete_function()
+        funcs[name] = module.step_function(n, logits=False).get_concrete_function()
     funcs[SCORE] = module.score_function(cfg.prefill_lengths[0]).get_concrete_function()
     return funcs
 
@@ -94,9 +95,7 @@ def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConf
         start = int(rng.integers(0, max(1, len(ids) - n)))
         chunk = (ids[start:start + n] * (n // max(1, len(ids[start:start + n])) + 1))[:n]
         caches = module.empty_caches()
-        inputs = {TOKENS: np.asarray([chunk], np.int32), INPUT_POS: np.zeros([1], np.int32)}
-        if name != SCORE:
-            inputs[LAST_INDEX] = np.asarray([n - 1], np.int32)
+        inputs = {TOKENS: np.asarray([chunk], np.int32), INPUT_POS: np.arange(n, dtype=np.int32)}
         inputs.update(zip(keys, caches))
         samples.append((name, inputs))
         out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -107,7 +106,7 @@ def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConf
             if pos >= seq:
                 break
             d = {TOKENS: np.asarray([[tok]], np.int32), INPUT_POS: np.asarray([pos], np.int32),
-                 LAST_INDEX: np.zeros([1], np.int32), **dict(zip(keys, caches))}
+                 **dict(zip(keys, caches))}
             samples.append((DECODE, d))
             out = funcs[DECODE](**{k: tf.constant(v) for k, v in d.items()})
             caches = [out[k].numpy() for k in keys]
@@ -241,6 +240,7 @@ def contract_info(authored: AuthoredModel, module: Graph, cfg: ExportConfig) -> 
         quantization=cfg.quantization.value, end_token_id=authored.end_token_id,
         start_token_id=authored.start_token_id, add_start_token=authored.add_start_token,
         stop_token_ids=list(authored.stop_token_ids), num_layers=module.num_layers,
+        max_num_tokens=max_num_tokens(module.seq, cfg.prefill_signatures()),
         cache_layout=module.layout, cache_shape=list(module.cache_shape),
         vocabulary_size=int(authored.backbone_config["vocabulary_size"]),
         tokenizer=authored.tokenizer.kind, source=authored.source,
