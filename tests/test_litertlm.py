@@ -100,3 +100,78 @@ def test_bundle_tokenizer_matches_pocketlm_ids(bundles):
         ids = authored.tokenizer.encode(text)
         assert hf.encode(text).ids == ids
         assert hf.decode(ids, skip_special_tokens=True) == authored.tokenizer.decode(ids)
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pocketlm.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def _one_line_error(proc, *parts: str) -> None:
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pocketlm: error: "), proc.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+@needs_litert_lm
+def test_cli_converts_a_bundle_and_both_engines_print_the_same(tmp_path):
+    out = tmp_path / "tiny-llama.litertlm"
+    proc = _cli("convert", "--random", "tiny", "--family", "llama", "-q", "none",
+                "--sequence-length", "64", "--prefill-lengths", "16,4", "--format",
+                "litertlm", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"LITERTLM" and "wrote" in proc.stdout
+    args = ("generate", str(out), PROMPT, "--max-new-tokens", "12")
+    ours, theirs = _cli(*args), _cli(*args, "--engine", "litert-lm")
+    assert ours.returncode == 0 and theirs.returncode == 0, (ours.stderr, theirs.stderr)
+    assert ours.stdout.startswith(PROMPT) and len(ours.stdout) > len(PROMPT) + 4
+    # pocketlm's engine ignores no stop token here either (stop_at_end_token is the default)
+    assert theirs.stdout == ours.stdout
+    info = _cli("info", str(out))
+    assert info.returncode == 0 and "bundle:    .litertlm" in info.stdout
+    assert "pocketlm.kv-cache v2" in info.stdout and "LiteRT-LM too" in info.stdout
+    assert not list(tmp_path.glob("*xnnpack*"))  # LiteRT-LM's cache went elsewhere
+
+
+def test_bad_bundles_are_refused_in_one_line(bundles, tmp_path):
+    from litert_lm_builder import LitertLmFileBuilder, TfLiteModelType
+
+    _, tflite, bundle = bundles["gpt2"]
+    data = bundle.read_bytes()
+    cases = {"truncated.litertlm": (data[:20], "not a .litertlm bundle"),
+             "cut-header.litertlm": (data[:40], "truncated or corrupt"),
+             "cut-sections.litertlm": (data[:4000], "outside the file"),
+             "cut-model.litertlm": (data[:len(data) - 5000], "outside the file"),
+             "garbage-header.litertlm": (data[:32] + bytes(range(256)) * 8 + data[32 + 2048:],
+                                         "corrupt")}
+    for name, (blob, message) in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        _one_line_error(_cli("generate", str(tmp_path / name), "hi", "--trust"), message)
+    # Two models (as a published multimodal bundle has): not one pocketlm can run.
+    two = tmp_path / "two-models.litertlm"
+    builder = LitertLmFileBuilder()
+    for _ in range(2):
+        builder.add_tflite_model(str(tflite), TfLiteModelType.PREFILL_DECODE)
+    with open(two, "wb") as f:
+        builder.build(f)
+    _one_line_error(_cli("generate", str(two), "hi"), "cannot run", "--engine litert-lm")
+    # A model without pocketlm's metadata: another tool's bundle.
+    from pocketlm.flatbuf import finalize
+    from pocketlm.contract import METADATA_KEY, TOKENIZER_METADATA_KEY
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(finalize(tflite.read_bytes(), {METADATA_KEY: b"{\"contract\": \"x\"}",
+                                                    TOKENIZER_METADATA_KEY: b""}))
+    other = tmp_path / "other.litertlm"
+    builder = LitertLmFileBuilder()
+    builder.add_tflite_model(str(bare), TfLiteModelType.PREFILL_DECODE)
+    with open(other, "wb") as f:
+        builder.build(f)
+    _one_line_error(_cli("info", str(other)), "pocketlm did not make", "--engine litert-lm")
+    # LiteRT-LM runs bundles only.
+    _one_line_error(_cli("generate", str(tflite), "hi", "--engine", "litert-lm"),
+                    "not a .litertlm bundle")

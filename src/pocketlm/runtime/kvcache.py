@@ -294,16 +294,18 @@ class KVCacheModel:
         self._pos = pos
         return np.asarray(logits).reshape(-1)
 
-    def _prefill(self, ids: list[int]) -> None:
-        """Write ``ids`` into the cache from position 0 (v2 prefills: no logits)."""
-        pos = 0
-        while pos < len(ids):
-            name, t = self._plan(pos, len(ids) - pos)
-            chunk = ids[pos:pos + t]
+    def _prefill(self, ids: list[int], start: int = 0) -> None:
+        """Write ``ids`` into the cache from position ``start`` (v2 prefills: no logits).
+        An ``extend(ids)`` on v2 is ``_prefill(ids[:-1], self._pos)`` then ``step(ids[-1])``."""
+        pos, done = start, 0
+        while done < len(ids):
+            name, t = self._plan(pos, len(ids) - done)
+            chunk = ids[done:done + t]
             real = len(chunk)
             # Padding rows lie after the real ones: masked, and overwritten before read.
             self._run(name, chunk + [self.end_token_id] * (t - real), pos, None)
             pos += real
+            done += real
         self._pos = pos
 
     def step(self, token: int) -> np.ndarray:
