@@ -282,8 +282,8 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
          f"{tmp_path / 'file'} is a file, not a directory"),
         (["bench"], "give .tflite files to benchmark, or --build-standard DIR"),
         (["generate", __file__, "hi", "--tokenizer", "gtp2"],
-         "--tokenizer takes gpt2, a KerasHub preset directory or VOCAB.json,MERGES.txt; gtp2 "
-         "is none of these"),
+         "--tokenizer takes gpt2, a KerasHub preset directory, VOCAB.json,MERGES.txt or a "
+         "SentencePiece .spm/.model file; gtp2 is none of these"),
         (["generate", __file__, "hi", "--tokenizer", f"{__file__},{tmp_path / 'm.txt'}"],
          f"tokenizer file not found: {tmp_path / 'm.txt'}"),
         (["eval", __file__, "--text", str(tmp_path)],
