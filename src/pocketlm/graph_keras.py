@@ -5,8 +5,9 @@ QK-norm, mixtures of experts), this graph calls the family's own
 ``causal_lm.call_with_cache(token_ids, cache, cache_update_index)`` at fixed shapes, so a
 converted model computes exactly what KerasHub computes. What it changes is the cache's
 interface: one K and one V tensor per layer, ``[1, 1, S, kv_heads * head_dim]`` (KerasHub's
-layout with the heads folded, reshaped in the graph; see :mod:`pocketlm.contract`), because LiteRT refuses the 6-D slices of KerasHub's
-stacked ``[1, layers, 2, S, kv_heads, head_dim]`` cache (../shared/notes/litert-facts.md).
+layout with the heads folded, reshaped in the graph; see :mod:`pocketlm.contract`), because
+LiteRT refuses the 6-D slices of KerasHub's stacked ``[1, layers, 2, S, kv_heads, head_dim]``
+cache (../shared/notes/litert-facts.md).
 
 * Input side: ``call_with_cache`` reads layer ``i`` as ``cache[:, i, ...]`` (or ``cache[i]``
   for per-layer tuples); a :class:`_CacheView` answers that with the layer's own tensors, so
