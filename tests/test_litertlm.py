@@ -71,7 +71,7 @@ def test_pocketlm_engine_runs_the_bundle_like_keras_generate(bundles, family):
 @needs_litert_lm
 @pytest.mark.parametrize("family", FAMILIES)
 def test_litert_lm_runs_the_bundle_like_keras_generate(bundles, family, tmp_path):
-    from pocketlm.runtime.litert_lm_engine import LiteRTLMEngine
+    from pocketlm.runtime.litert_lm_engine import LiteRTLMEngine, Sampling
 
     authored, _, bundle = bundles[family]
     want, _ = _keras_greedy(authored, PROMPT, NEW)
@@ -82,6 +82,11 @@ def test_litert_lm_runs_the_bundle_like_keras_generate(bundles, family, tmp_path
         assert len(expected) >= 8  # a real continuation, not an immediate stop
         assert got == expected
         assert engine.generate(PROMPT, NEW) == expected  # a second session starts afresh
+        # Sampling (no top-k limit: LiteRT-LM would read an unset top-k as greedy) samples,
+        # and a seed makes it repeatable.
+        sampled = Sampling(temperature=1.0, seed=7)
+        first = engine.generate(PROMPT, NEW, sampled)
+        assert first != expected and engine.generate(PROMPT, NEW, sampled) == first
     # Its XNNPACK cache went into pocketlm's cache folder, not beside the model.
     assert sorted(p.name for p in bundle.parent.iterdir()) == sorted(
         f"{f}.{ext}" for f in FAMILIES for ext in ("tflite", "litertlm"))

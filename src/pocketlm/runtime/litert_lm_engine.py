@@ -81,7 +81,9 @@ class LiteRTLMEngine:
         if sampling.temperature <= 0:
             config = lm.SamplerConfig(top_k=1, temperature=1.0, seed=sampling.seed or 0)
         else:
-            config = lm.SamplerConfig(top_k=sampling.top_k or None, top_p=sampling.top_p,
+            # LiteRT-LM reads an unset top_k as 1 (greedy): "no limit" is the vocabulary.
+            top_k = sampling.top_k or self._vocabulary_size()
+            config = lm.SamplerConfig(top_k=top_k, top_p=sampling.top_p,
                                       temperature=sampling.temperature,
                                       seed=sampling.seed or 0)
         session = self._engine.create_session(apply_prompt_template=False,
@@ -101,6 +103,20 @@ class LiteRTLMEngine:
                 raise ContractError(f"LiteRT-LM failed while decoding: {exc}") from None
         finally:
             session.close()  # sessions before the engine
+
+    def _vocabulary_size(self) -> int:
+        """The vocabulary of a pocketlm bundle (its metadata says); other bundles need an
+        explicit top-k to sample."""
+        from .loader import inspect_model
+
+        try:
+            info = inspect_model(self.path).contract
+        except ModelFileError:
+            info = None
+        if info is None or not int(info.vocabulary_size or 0):
+            raise ContractError(f"{self.path} does not say its vocabulary size: give --top-k "
+                                "to sample with --engine litert-lm")
+        return int(info.vocabulary_size)
 
     def generate(self, prompt: str, max_new_tokens: int,
                  sampling: Sampling = Sampling()) -> str:
