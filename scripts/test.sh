@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[convert,test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[convert,test,litert-lm]'
 [ -x .venv-runtime/bin/python ] || "$PY" -m venv .venv-runtime
 .venv-runtime/bin/python -m pip install -q --disable-pip-version-check .
 export POCKETLM_RUNTIME_PYTHON="$PWD/.venv-runtime/bin/python"

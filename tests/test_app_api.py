@@ -59,7 +59,7 @@ def test_health_and_models(server, mdir):
     assert ids == ["tiny-f16.tflite", "tiny-int8.tflite"]  # broken.tflite is not listed
     card = models["data"][1]
     assert card["object"] == "model" and card["pocketlm"]["quantization"] == "dynamic-int8"
-    assert card["pocketlm"]["contract"] == "pocketlm.kv-cache v1"
+    assert card["pocketlm"]["contract"] == "pocketlm.kv-cache v2"
     assert card["pocketlm"]["size_bytes"] == os.path.getsize(mdir / ids[1])
     status, picker = server.get("/api/models")
     broken = [m for m in picker["models"] if m["id"] == "broken.tflite"]

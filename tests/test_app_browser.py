@@ -195,7 +195,7 @@ def test_switching_models(page, server):
 
     page.select_option("#model", "tiny-int8.tflite")
     info = page.text_content("#model-info")
-    assert "dynamic-int8" in info and "pocketlm.kv-cache v1" in info and "MiB" in info
+    assert "dynamic-int8" in info and "pocketlm.kv-cache v2" in info and "MiB" in info
     page.fill("#story", STORY)
     body = generate(page)
     assert body["model"] == "tiny-int8.tflite"

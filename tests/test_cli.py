@@ -356,7 +356,7 @@ def test_convert_generate_info_through_the_cli(tmp_path, capsys):
     assert printed.startswith("I'm enjoying a") and len(printed) > len("I'm enjoying a\n")
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "pocketlm.kv-cache v1" in text and "quantized: dynamic-int8" in text
+    assert "pocketlm.kv-cache v2" in text and "quantized: dynamic-int8" in text
     assert "FULLY_CONNECTED" in text
     # Prompt on standard input, and a prompt that is not UTF-8.
     proc = run_cli("generate", str(out), "-", "-n", "4", stdin="Shall I compare".encode())

@@ -52,7 +52,7 @@ def test_every_mode_converts_loads_and_generates(tiny_models, mode):
     # Builtin ops only: no Select-TF (Flex) and no custom ops.
     assert not [op for op in s.op_histogram if op.startswith("CUSTOM") or "FLEX" in op]
     info = json.loads(s.metadata[METADATA_KEY])
-    assert info["quantization"] == mode and info["contract_version"] == 1
+    assert info["quantization"] == mode and info["contract_version"] == 2
     assert info["end_token_id"] == 50256 and TOKENIZER_METADATA_KEY in s.metadata
     model = load_model(path)
     done = complete(model, PROMPT, GenerationConfig(max_new_tokens=12))

@@ -1,7 +1,8 @@
 """Convert an authored KerasHub causal LM into one self-describing KV-cache .tflite.
 
-The file has a ``decode`` signature (one token), one or more ``prefill`` signatures (a chunk
-of prompt tokens) and a ``score`` signature (every position's logits, for evaluation). They
+The file follows contract v2 (:mod:`pocketlm.contract`, LiteRT-LM's own): a ``decode``
+signature (one token -> logits), one or more ``prefill`` signatures (a chunk of prompt
+tokens -> caches) and a ``score`` signature (every position's logits, for evaluation). They
 share their weights. Only builtin ops are allowed. The model config, the tokenizer, the end
 token, the quantization and the contract version travel in the flatbuffer's metadata.
 """
@@ -27,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 from . import __version__
 from .authoring import AuthoredModel
 from .config import ExportConfig, Quantization
-from .contract import (DECODE, INPUT_POS, LAST_INDEX, METADATA_KEY, PREFILL, SCORE,
-                       TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
+from .contract import (DECODE, INPUT_POS, METADATA_KEY, PREFILL, SCORE, TOKENIZER_METADATA_KEY,
+                       TOKENS, ContractInfo, cache_names, max_num_tokens)
 from .errors import ConversionError
 from .flatbuf import finalize
 from .graph import KVCacheGPT2, backbone_weights
@@ -72,9 +73,9 @@ def build_module(authored: AuthoredModel, sequence_length: int,
 
 def signature_functions(module: Graph, cfg: ExportConfig) -> dict[str, object]:
     """Signature name -> concrete function."""
-    funcs = {DECODE: module.step_function(1).get_concrete_function()}
+    funcs = {DECODE: module.step_function(1, logits=True).get_concrete_function()}
     for name, n in cfg.prefill_signatures().items():
-        funcs[name] = module.step_function(n).get_concrete_function()
+        funcs[name] = module.step_function(n, logits=False).get_concrete_function()
     funcs[SCORE] = module.score_function(cfg.prefill_lengths[0]).get_concrete_function()
     return funcs
 
@@ -97,11 +98,12 @@ def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConf
     names = [n for n in funcs if n != DECODE]
     fill = max(cfg.prefill_lengths)  # the chunk that fills the cache before a sample
 
-    def run(name: str, tokens: list[int], pos: int, caches: list[np.ndarray], **extra
+    def run(name: str, tokens: list[int], pos: int, caches: list[np.ndarray]
             ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """Run signature ``name`` in float: (its inputs, the updated caches)."""
-        inputs = {TOKENS: np.asarray([tokens], np.int32), INPUT_POS: np.asarray([pos], np.int32),
-                  **extra, **dict(zip(keys, caches))}
+        inputs = {TOKENS: np.asarray([tokens], np.int32),
+                  INPUT_POS: np.arange(pos, pos + len(tokens), dtype=np.int32),
+                  **dict(zip(keys, caches))}
         out = funcs[name](**{k: tf.constant(v) for k, v in inputs.items()})
         return inputs, [out[k].numpy() for k in keys]
 
@@ -115,17 +117,14 @@ def _calibration_samples(module: Graph, authored: AuthoredModel, cfg: ExportConf
         pos = fill * int(rng.integers(0, (seq - n) // fill + 1))  # where the sample starts
         caches = module.empty_caches()
         for start in range(0, pos, fill):  # the text before the sample, in the cache
-            _, caches = run(PREFILL, text_at(offset + start, fill), start, caches,
-                            **{LAST_INDEX: np.asarray([fill - 1], np.int32)})
-        extra = {} if name == SCORE else {LAST_INDEX: np.asarray([n - 1], np.int32)}
-        inputs, caches = run(name, text_at(offset + pos, n), pos, caches, **extra)
+            _, caches = run(PREFILL, text_at(offset + start, fill), start, caches)
+        inputs, caches = run(name, text_at(offset + pos, n), pos, caches)
         samples.append((name, inputs))
         # Decode a few tokens after the chunk: decode sees filled caches and later positions.
         for i, tok in enumerate(text_at(offset + pos + n, 3)):
             if pos + n + i >= seq:
                 break
-            inputs, caches = run(DECODE, [tok], pos + n + i, caches,
-                                 **{LAST_INDEX: np.zeros([1], np.int32)})
+            inputs, caches = run(DECODE, [tok], pos + n + i, caches)
             samples.append((DECODE, inputs))
     return samples
 
@@ -310,6 +309,7 @@ def contract_info(authored: AuthoredModel, module: Graph, cfg: ExportConfig) -> 
         quantization=cfg.quantization.value, end_token_id=authored.end_token_id,
         start_token_id=authored.start_token_id, add_start_token=authored.add_start_token,
         stop_token_ids=list(authored.stop_token_ids), num_layers=module.num_layers,
+        max_num_tokens=max_num_tokens(module.seq, cfg.prefill_signatures()),
         cache_layout=module.layout, cache_shape=list(module.cache_shape),
         vocabulary_size=int(authored.backbone_config["vocabulary_size"]),
         tokenizer=authored.tokenizer.kind, source=authored.source,

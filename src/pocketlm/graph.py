@@ -4,13 +4,15 @@ KerasHub's ``call_with_cache`` keeps one 6-D cache ``[B, L, 2, S, H, Dh]``; Lite
 6-D slices and splitting K from V costs most of a decode step (../shared/notes). So this
 module re-states the same math with the backbone's weights and the layout the runtime wants:
 one K and one V tensor per layer, each ``[1, H, S, Dh]``, updated in place with
-DYNAMIC_UPDATE_SLICE. Every signature is the same function at a different token count:
+DYNAMIC_UPDATE_SLICE. Every signature is the same function at a different token count
+(contract v2, LiteRT-LM's; see :mod:`pocketlm.contract`):
 
-    step(tokens[1, T], input_pos[1], last_index[1], k_0, v_0, ...) -> logits, k_0, v_0, ...
+    decode(tokens[1, 1], input_pos[1], k_0, v_0, ...) -> logits[1, 1, V], k_0, v_0, ...
+    prefill(tokens[1, T], input_pos[T], k_0, v_0, ...) -> k_0, v_0, ...
 
-``input_pos`` is where the chunk starts in the cache; ``last_index`` picks the chunk row whose
-logits are returned (the last real token when a prompt chunk is padded), so the LM head runs
-once, not T times. ``score`` returns the logits of every row instead (for evaluation).
+``input_pos[0]`` is where the chunk starts in the cache. Prefills return no logits (the last
+prompt token goes through decode), so the LM head runs once per generated token.
+``score`` returns the logits of every row (for evaluation).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.compiler.tf2xla.python import xla
 
 from .config import ModelConfig
-from .contract import LAYOUT_HEADS_FIRST, cache_names, cache_shape
+from .contract import (INPUT_POS, LAYOUT_HEADS_FIRST, LOGITS, TOKENS, cache_names,
+                       cache_shape)
 
 _NEG_INF = -1e9
 
@@ -130,7 +133,9 @@ class KVCacheGPT2(tf.Module):
         """Hidden states (T, D) of ``tokens`` placed at ``input_pos``, and the new caches."""
         t = tf.shape(tokens)[1]
         positions = input_pos[0] + tf.range(t, dtype=tf.int32)  # (T,)
-        x = self._embed(tokens[0]) + tf.gather(self.wpe, positions)  # (T, D)
+        # Padding rows of a chunk near the cache end may lie past the position table (LiteRT
+        # refuses an out-of-range GATHER): clamp them; they are masked and overwritten later.
+        x = self._embed(tokens[0]) + tf.gather(self.wpe, tf.minimum(positions, self.seq - 1))
         # Causal mask from int32 positions (a float mask breaks full-int8 quantization).
         allowed = tf.range(self.seq, dtype=tf.int32)[None, :] <= positions[:, None]  # (T, S)
         allowed = allowed[None, None]  # (1, 1, T, S)
@@ -156,36 +161,35 @@ class KVCacheGPT2(tf.Module):
         return tf.matmul(h, self.wte, transpose_b=True)
 
     # -- signatures -----------------------------------------------------------------------
-    def specs(self, tokens: int, with_last_index: bool = True) -> list[tf.TensorSpec]:
-        c = self.config
-        shape = self.cache_shape
-        specs = [tf.TensorSpec([1, tokens], tf.int32, name="tokens"),
-                 tf.TensorSpec([1], tf.int32, name="input_pos")]
-        if with_last_index:
-            specs.append(tf.TensorSpec([1], tf.int32, name="last_index"))
-        return specs + [tf.TensorSpec(shape, tf.float32, name=n)
-                        for n in cache_names(c.num_layers)]
+    def specs(self, tokens: int) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec([1, tokens], tf.int32, name=TOKENS),
+                tf.TensorSpec([tokens], tf.int32, name=INPUT_POS)] + [
+            tf.TensorSpec(self.cache_shape, tf.float32, name=n)
+            for n in cache_names(self.num_layers)]
 
-    def step_function(self, tokens: int):
-        """tf.function for a signature that consumes ``tokens`` tokens, returns last logits."""
-        names = cache_names(self.config.num_layers)
+    def step_function(self, tokens: int, logits: bool):
+        """tf.function for a signature of ``tokens`` tokens; with ``logits`` (decode) it also
+        returns the logits of the last row, ``[1, 1, V]``."""
+        names = cache_names(self.num_layers)
 
-        def step(tokens_, input_pos, last_index, *caches):
+        def step(tokens_, input_pos, *caches):
             hidden, new = self.forward(tokens_, input_pos, list(caches))
-            logits = self._head(tf.gather(hidden, last_index))  # (1, V)
-            return {"logits": logits, **dict(zip(names, new))}
+            out = dict(zip(names, new))
+            if logits:
+                out[LOGITS] = self._head(hidden[-1:])[None]  # (1, 1, V)
+            return out
 
         return tf.function(step, input_signature=self.specs(tokens))
 
     def score_function(self, tokens: int):
         """tf.function returning the logits of every position (teacher-forced evaluation)."""
-        names = cache_names(self.config.num_layers)
+        names = cache_names(self.num_layers)
 
         def score(tokens_, input_pos, *caches):
             hidden, new = self.forward(tokens_, input_pos, list(caches))
-            return {"logits": self._head(hidden)[None], **dict(zip(names, new))}
+            return {LOGITS: self._head(hidden)[None], **dict(zip(names, new))}
 
-        return tf.function(score, input_signature=self.specs(tokens, with_last_index=False))
+        return tf.function(score, input_signature=self.specs(tokens))
 
     def empty_caches(self) -> list[np.ndarray]:
         return [np.zeros(self.cache_shape, np.float32) for _ in range(2 * self.num_layers)]

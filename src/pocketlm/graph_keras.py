@@ -4,16 +4,17 @@ Rather than re-state each family's math (rotary variants, ALiBi, soft-caps, slid
 QK-norm, mixtures of experts), this graph calls the family's own
 ``causal_lm.call_with_cache(token_ids, cache, cache_update_index)`` at fixed shapes, so a
 converted model computes exactly what KerasHub computes. What it changes is the cache's
-interface: one K and one V tensor per layer, ``[1, S, kv_heads, head_dim]`` (KerasHub's
-layout; see :mod:`pocketlm.contract`), because LiteRT refuses the 6-D slices of KerasHub's
-stacked ``[1, layers, 2, S, kv_heads, head_dim]`` cache (../shared/notes/litert-facts.md).
+interface: one K and one V tensor per layer, ``[1, 1, S, kv_heads * head_dim]`` (KerasHub's
+layout with the heads folded, reshaped in the graph; see :mod:`pocketlm.contract`), because
+LiteRT refuses the 6-D slices of KerasHub's stacked ``[1, layers, 2, S, kv_heads, head_dim]``
+cache (../shared/notes/litert-facts.md).
 
 * Input side: ``call_with_cache`` reads layer ``i`` as ``cache[:, i, ...]`` (or ``cache[i]``
   for per-layer tuples); a :class:`_CacheView` answers that with the layer's own tensors, so
   the stacked 6-D cache is never built.
 * Output side: the updated stacked cache is unstacked back into per-layer K and V.
-* Logits: only the row ``last_index`` goes through the LM head (``call_with_cache`` computes
-  every row; those ops are unused and pruned by the converter).
+* Logits: only ``decode`` returns logits, of its one row (contract v2); prefills return the
+  caches only, so the LM head ops ``call_with_cache`` builds for them are pruned.
 
 Measured against the hand-written GPT-2 graph (:mod:`pocketlm.graph`), which stays the
 GPT-2 fast path: see docs/families.md.
@@ -27,8 +28,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from .contract import (INPUT_POS, LAST_INDEX, LAYOUT_KERAS, LOGITS, TOKENS, cache_names,
-                       cache_shape)
+from .contract import INPUT_POS, LAYOUT_FLAT, LOGITS, TOKENS, cache_names, cache_shape
 from .families import PER_LAYER_TUPLE, Family
 
 
@@ -55,7 +55,7 @@ class KerasCacheGraph(tf.Module):
     """The exportable graph of any supported family (``family.fast_path`` families may use a
     faster hand-written one). ``causal_lm`` must be float32."""
 
-    layout = LAYOUT_KERAS
+    layout = LAYOUT_FLAT
 
     def __init__(self, causal_lm, family: Family, sequence_length: int) -> None:
         super().__init__(name=f"pocketlm_{family.name}")
@@ -71,7 +71,8 @@ class KerasCacheGraph(tf.Module):
         kv_heads, head_dim = self._probe_cache()
         self.kv_heads, self.head_dim = kv_heads, head_dim
         # A tuple: a list attribute would become a tracked ListWrapper.
-        self.cache_shape = tuple(cache_shape(LAYOUT_KERAS, self.seq, kv_heads, head_dim))
+        self.cache_shape = tuple(cache_shape(LAYOUT_FLAT, self.seq, kv_heads, head_dim))
+        self._keras_shape = (1, self.seq, kv_heads, head_dim)  # what call_with_cache uses
 
     def _probe_cache(self) -> tuple[int, int]:
         """(kv_heads, head_dim) of one layer's cache, from the family's own ``_build_cache``
@@ -94,7 +95,9 @@ class KerasCacheGraph(tf.Module):
     def forward(self, tokens, input_pos, caches):
         """Hidden states ``(1, T, D)`` of ``tokens`` placed at ``input_pos``, and the new
         per-layer caches (k_0, v_0, k_1, ...)."""
-        layers = [(caches[2 * i], caches[2 * i + 1]) for i in range(self.num_layers)]
+        unfold = lambda c: tf.reshape(c, self._keras_shape)  # noqa: E731
+        layers = [(unfold(caches[2 * i]), unfold(caches[2 * i + 1]))
+                  for i in range(self.num_layers)]
         tuple_form = self.family.cache == PER_LAYER_TUPLE
         _, hidden, new = self._lm.call_with_cache(tokens, _CacheView(layers, tuple_form),
                                                    input_pos[0])
@@ -107,29 +110,30 @@ class KerasCacheGraph(tf.Module):
             for layer in tf.unstack(new, axis=1):  # each (1, 2, S, H, D)
                 k, v = tf.unstack(layer, axis=1)
                 out += [k, v]
-        return hidden, out
+        return hidden, [tf.reshape(c, self.cache_shape) for c in out]
 
     def head(self, hidden):
         """``(N, D) -> (N, V)``: the family's LM head (tied or not, soft-capped or not)."""
         return self._lm.backbone.token_embedding(hidden, reverse=True)
 
     # -- signatures -----------------------------------------------------------------------
-    def specs(self, tokens: int, with_last_index: bool = True) -> list[tf.TensorSpec]:
-        specs = [tf.TensorSpec([1, tokens], tf.int32, name=TOKENS),
-                 tf.TensorSpec([1], tf.int32, name=INPUT_POS)]
-        if with_last_index:
-            specs.append(tf.TensorSpec([1], tf.int32, name=LAST_INDEX))
-        return specs + [tf.TensorSpec(self.cache_shape, tf.float32, name=n)
-                        for n in cache_names(self.num_layers)]
+    def specs(self, tokens: int) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec([1, tokens], tf.int32, name=TOKENS),
+                tf.TensorSpec([tokens], tf.int32, name=INPUT_POS)] + [
+            tf.TensorSpec(self.cache_shape, tf.float32, name=n)
+            for n in cache_names(self.num_layers)]
 
-    def step_function(self, tokens: int):
-        """tf.function for a signature that consumes ``tokens`` tokens, returns one row."""
+    def step_function(self, tokens: int, logits: bool):
+        """tf.function for a signature of ``tokens`` tokens; with ``logits`` (decode) it also
+        returns the logits of the last row, ``[1, 1, V]``."""
         names = cache_names(self.num_layers)
 
-        def step(tokens_, input_pos, last_index, *caches):
+        def step(tokens_, input_pos, *caches):
             hidden, new = self.forward(tokens_, input_pos, list(caches))
-            logits = self.head(tf.gather(hidden[0], last_index))  # (1, V)
-            return {LOGITS: logits, **dict(zip(names, new))}
+            out = dict(zip(names, new))
+            if logits:
+                out[LOGITS] = self.head(hidden[0, -1:])[None]  # (1, 1, V)
+            return out
 
         return tf.function(step, input_signature=self.specs(tokens))
 
@@ -141,7 +145,7 @@ class KerasCacheGraph(tf.Module):
             hidden, new = self.forward(tokens_, input_pos, list(caches))
             return {LOGITS: self.head(hidden[0])[None], **dict(zip(names, new))}
 
-        return tf.function(score, input_signature=self.specs(tokens, with_last_index=False))
+        return tf.function(score, input_signature=self.specs(tokens))
 
     def empty_caches(self) -> list[np.ndarray]:
         return [np.zeros(self.cache_shape, np.float32) for _ in range(2 * self.num_layers)]

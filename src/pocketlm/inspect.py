@@ -17,10 +17,17 @@ def contract_of(found: Inspection) -> dict[str, str]:
     """The contract a file follows, in words: what it is, its call, and what runs it."""
     s = found.summary
     if found.kind == KVCacheModel.kind:
-        return {"name": "pocketlm.kv-cache",
-                "call": "prefill*/decode(tokens, input_pos, last_index, k/v caches) -> logits, "
-                        "caches",
-                "runs_with": "ai-edge-litert + numpy (no TensorFlow)"}
+        v1 = found.contract is not None and found.contract.contract_version == 1
+        if v1:
+            call = "prefill*/decode(tokens, input_pos, last_index, k/v caches) -> logits, caches"
+        else:
+            call = ("prefill*(tokens, input_pos[T], k/v caches) -> caches; decode(tokens, "
+                    "input_pos[1], k/v caches) -> logits [1, 1, V], caches (in place)")
+        runs = "ai-edge-litert + numpy (no TensorFlow)"
+        if not v1:
+            runs += "; LiteRT-LM too (LiteRT-LM's contract" + (
+                ")" if found.bundle else "; convert --format litertlm bundles it)")
+        return {"name": "pocketlm.kv-cache", "call": call, "runs_with": runs}
     if found.kind == RecipeModel.kind:
         sig, inp, out = string_signature(s) or ("?", "?", "?")
         c = found.contract
@@ -55,7 +62,9 @@ def describe(path: str) -> dict[str, Any]:
     other_meta = {k: len(v) for k, v in s.metadata.items()
                   if k not in (METADATA_KEY, TOKENIZER_METADATA_KEY)}
     return {
-        "file": str(found.path),
+        "file": str(found.bundle or found.path),
+        # A .litertlm bundle is described through its TFLite model, unpacked here:
+        "model_section": str(found.path) if found.bundle else None,
         "size_bytes": s.file_size,
         "kind": found.kind,
         "contract_description": contract_of(found),
@@ -72,9 +81,12 @@ def describe(path: str) -> dict[str, Any]:
 
 
 def render_text(r: dict[str, Any]) -> str:
-    lines = [f"file:      {r['file']}",
-             f"size:      {r['size_bytes'] / _MIB:.2f} MiB ({r['size_bytes']:,} bytes)",
-             f"kind:      {r['kind']}"]
+    lines = [f"file:      {r['file']}"]
+    if r.get("model_section"):
+        lines.append(f"bundle:    .litertlm; its TFLite model is described below "
+                     f"(unpacked to {r['model_section']})")
+    lines += [f"size:      {r['size_bytes'] / _MIB:.2f} MiB ({r['size_bytes']:,} bytes)",
+              f"kind:      {r['kind']}"]
     d = r["contract_description"]
     lines.append(f"format:    {d['name']}")
     if d["call"]:

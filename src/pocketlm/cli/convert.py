@@ -52,8 +52,10 @@ def add_convert(sub) -> None:
     p.add_argument("--calibration-samples", type=integer(1, 100_000), default=32,
                    help="windows of the calibration text used for full-int8")
     p.add_argument("-o", "--output", required=True, help="the .tflite file to write")
-    p.add_argument("--format", choices=["kv-cache", "android"], default="kv-cache",
-                   help="kv-cache: prefill/decode signatures, builtin ops only; android: the "
+    p.add_argument("--format", choices=["kv-cache", "litertlm", "android"], default="kv-cache",
+                   help="kv-cache: prefill/decode signatures, builtin ops only (LiteRT-LM's "
+                        "contract); litertlm: the same model with its tokenizer and "
+                        "LlmMetadata in one .litertlm bundle for LiteRT-LM; android: the "
                         "recipe's string-in, string-out model, tokenizer and decode loop in "
                         "the graph, Select-TF ops (see docs/formats.md)")
     p.add_argument("--max-length", type=integer(2, 65536), default=100,
@@ -133,6 +135,9 @@ def cmd_convert(args) -> int:
                              f"--random {args.random} (its max_sequence_length)")
     if args.calibration_text:
         check_input_file(args.calibration_text)
+    if args.format == "litertlm":
+        from ..litertlm import require_builder
+        require_builder()
     try:
         cfg = ExportConfig(sequence_length=args.sequence_length,
                            prefill_lengths=args.prefill_lengths, quantization=args.quantize,
@@ -164,6 +169,9 @@ def cmd_convert(args) -> int:
         from ..export_android import export_android
         result = export_android(authored, args.output, args.max_length, args.quantize,
                                 progress=progress)
+    elif args.format == "litertlm":
+        from ..litertlm import export_bundle
+        result = export_bundle(authored, args.output, cfg, progress=progress)
     else:
         result = export(authored, args.output, cfg, progress=progress)
     print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {args.quantize.value}, "

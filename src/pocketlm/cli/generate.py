@@ -21,8 +21,12 @@ def add_generate(sub) -> None:
                     description="Complete PROMPT with MODEL, streaming text to stdout (notes "
                                 "go to stderr). Needs only ai-edge-litert and numpy, not "
                                 "TensorFlow.")
-    p.add_argument("model", help="a .tflite language model")
+    p.add_argument("model", help="a .tflite language model or a .litertlm bundle")
     p.add_argument("prompt", help="the text to complete ('-' reads standard input)")
+    p.add_argument("--engine", choices=["pocketlm", "litert-lm"], default="pocketlm",
+                   help="pocketlm: pocketlm's light runtime (default); litert-lm: Google's "
+                        "LiteRT-LM on a .litertlm bundle (pip install 'pocketlm[litert-lm]'; "
+                        "its own tokenizer, start/stop tokens and sampler)")
     add_generation_options(p, max_new_tokens=100, temperature=0.0, top_k=0, seed=None)
     p.add_argument("--context-window", type=integer(1), metavar="N",
                    help="keep only the last N units of the prompt (default: all that fits)")
@@ -89,6 +93,8 @@ def cmd_generate(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_model_file(args.model)
+    if args.engine == "litert-lm":
+        return _generate_litert_lm(args, cfg)
     if args.tokenizer:
         _check_tokenizer_spec(args.tokenizer)
     prompt = _read_prompt(args.prompt)
@@ -120,6 +126,43 @@ def cmd_generate(args) -> int:
         progress(f"{len(done.prompt.ids)} prompt tokens, {len(done.token_ids)} new tokens "
                  f"({done.stop_reason}); first token {done.time_to_first_token * 1000:.0f} "
                  f"ms, {done.tokens_per_second:.1f} tokens/s")
+    return 0
+
+
+def _generate_litert_lm(args, cfg) -> int:
+    """``generate --engine litert-lm``: the bundle through LiteRT-LM (text in, text out)."""
+    import time
+
+    from ..runtime.litert_lm_engine import LiteRTLMEngine, Sampling
+
+    for flag, given in (("--context-window", args.context_window is not None),
+                        ("--tokenizer", bool(args.tokenizer))):
+        if given:
+            raise UsageError(f"{flag} does not apply to --engine litert-lm (LiteRT-LM uses "
+                             "the bundle's own tokenizer and the whole prompt)")
+    try:
+        prompt = _read_prompt(args.prompt).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the prompt is not valid UTF-8") from None
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    t0 = time.perf_counter()
+    with LiteRTLMEngine(args.model, num_threads=args.threads) as engine:
+        loaded = time.perf_counter()
+        if not args.no_prompt:
+            Stdout.write(prompt)
+        pieces, first = 0, None
+        for piece in engine.stream(prompt, cfg.max_new_tokens, Sampling(
+                cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)):
+            first = first or time.perf_counter()
+            pieces += 1
+            Stdout.write(piece)
+        Stdout.write("\n")
+    if args.stats:
+        end = time.perf_counter()
+        progress(f"LiteRT-LM: loaded in {(loaded - t0) * 1000:.0f} ms, first text "
+                 f"{((first or end) - loaded) * 1000:.0f} ms after, {pieces} pieces in "
+                 f"{end - loaded:.2f} s (pocketlm bench --engine both gives tokens/s)")
     return 0
 
 

@@ -36,6 +36,9 @@ def add_bench(sub) -> None:
                    help="tokens generated per run")
     p.add_argument("--threads", type=integer(1, MAX_THREADS), default=2,
                    help="interpreter threads")
+    p.add_argument("--engine", choices=["pocketlm", "litert-lm", "both"], default="pocketlm",
+                   help="which engine runs each file; both: pocketlm's and LiteRT-LM's on the "
+                        "same .litertlm file, one after the other, with the speed ratio")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     p.add_argument("--peers", metavar="JSONL", help="peer results from ../shared/peers (one "
@@ -60,11 +63,22 @@ def cmd_bench(args) -> int:
     bars: dict[str, Progress] = {}
 
     def tick(path: str, n: int, total: int, done: int, runs: int) -> None:
-        bar = bars.setdefault(path, Progress(f"[{n}/{total}] {Path(path).name}", unit="runs"))
+        # One bar per job: with --engine both a file is run twice.
+        bar = bars.setdefault(str(n), Progress(f"[{n}/{total}] {Path(path).name}",
+                                               unit="runs"))
         bar.update(done, runs)
 
+    engines = ("pocketlm", "litert-lm") if args.engine == "both" else (args.engine,)
+    if "litert-lm" in engines:
+        from ..runtime.bundle import is_bundle
+        from ..runtime.litert_lm_engine import _import
+        _import()  # one line now if LiteRT-LM is not installed
+        for m in models:
+            if not is_bundle(Path(m)):
+                raise UsageError(f"{m} is not a .litertlm bundle: --engine {args.engine} "
+                                 "runs bundles (pocketlm convert --format litertlm)")
     report = bench(models, BenchConfig(args.runs, args.warmup, args.new_tokens, args.threads),
-                   progress=tick)
+                   progress=tick, engines=engines)
     for bar in bars.values():
         bar.close()
     table = to_markdown(report)

@@ -1,10 +1,12 @@
 """Running pocketlm's own KV-cache .tflite files with LiteRT.
 
-Speed comes from not moving the cache. With the CompiledModel API every signature reads the
-caches from one set of LiteRT tensor buffers and writes them to another, and the two sets
-swap roles after each call, so the cache never crosses into Python: a decode step copies a
-few ints in and the logits out. (Copying an 18 MB cache in and out through
-set_tensor/get_tensor cost 3-5 ms a step on GPT-2 small: ../shared/notes.)
+Speed comes from not moving the cache. With the CompiledModel API the caches live in LiteRT
+tensor buffers that never cross into Python: a decode step copies a few ints in and the
+logits out. (Copying an 18 MB cache in and out through set_tensor/get_tensor cost 3-5 ms a
+step on GPT-2 small: ../shared/notes.) Contract-v2 files bind one buffer per cache as input
+AND output, as LiteRT-LM does, so DYNAMIC_UPDATE_SLICE updates it in place; v1 files (and
+``POCKETLM_CACHE_BUFFERS=2``, kept to measure the difference) read one set of buffers and
+write another, the two swapping roles after each call. docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..contract import (DECODE, INPUT_POS, LAST_INDEX, LOGITS, METADATA_KEY, SCO
                         TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
 from ..errors import ContractError, RuntimeFailure
 from ..tokenizers import Tokenizer, tokenizer_from_bytes
+from .contract_check import validate_contract
 
 def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
     blob = metadata.get(METADATA_KEY)
@@ -116,71 +119,32 @@ def _compiled_model(path: Path, num_threads: int, weight_cache: str):
 
 
 class _Signature:
-    """One signature with its LiteRT buffers bound for both cache directions."""
+    """One signature with its LiteRT buffers bound for both cache directions (the same set
+    twice when the cache is updated in place)."""
 
     def __init__(self, model, name: str, caches: tuple[dict, dict]) -> None:
         details = model.get_input_tensor_details(name)
-        logits_shape = model.get_output_tensor_details(name)[LOGITS]["shape"]
+        out_details = model.get_output_tensor_details(name)
         self.name = name
-        self.logits_shape = tuple(int(x) for x in logits_shape)
-        self.logits_count = int(np.prod(self.logits_shape))
+        self.has_logits = LOGITS in out_details
+        self.logits_shape = tuple(int(x) for x in out_details[LOGITS]["shape"]) \
+            if self.has_logits else ()
+        self.logits_count = int(np.prod(self.logits_shape)) if self.has_logits else 0
         self.has_last_index = LAST_INDEX in details
+        self.positions = int(details[INPUT_POS]["shape"][0])  # 1 (v1) or T (v2)
         self.tokens = model.create_input_buffer_by_name(name, TOKENS)
         self.input_pos = model.create_input_buffer_by_name(name, INPUT_POS)
         small = {TOKENS: self.tokens, INPUT_POS: self.input_pos}
         if self.has_last_index:
             self.last_index = model.create_input_buffer_by_name(name, LAST_INDEX)
             small[LAST_INDEX] = self.last_index
-        self.logits = model.create_output_buffer_by_name(name, LOGITS)
+        head = {LOGITS: model.create_output_buffer_by_name(name, LOGITS)} \
+            if self.has_logits else {}
+        self.logits = head.get(LOGITS)
         a, b = caches
         # Direction 0 reads set A and writes set B; direction 1 the other way round.
         self.inputs = ({**small, **a}, {**small, **b})
-        self.outputs = ({LOGITS: self.logits, **b}, {LOGITS: self.logits, **a})
-
-
-def validate_contract(path: Path, info: ContractInfo) -> None:
-    """Check the file's signatures against what its metadata claims, before LiteRT sees it,
-    so metadata that lies about shapes is an error, not a crash or silent garbage."""
-    from ..flatbuf import summarize
-
-    try:
-        layers, seq, vocab = int(info.num_layers), int(info.sequence_length), int(
-            info.vocabulary_size)
-        cache = [int(x) for x in info.cache_shape]
-    except (TypeError, ValueError):
-        raise ContractError(f"{path}: the pocketlm metadata has no usable model shape") from None
-    if not cache or not layers or not vocab:
-        raise ContractError(f"{path}: the pocketlm metadata has no usable model shape")
-    if not (0 < layers <= 1024 and 0 < seq <= 1 << 20 and 0 < vocab <= 1 << 22
-            and len(cache) == 4 and all(0 < x <= 1 << 20 for x in cache) and seq in cache):
-        raise ContractError(f"{path}: the pocketlm metadata declares an impossible shape")
-    for name, token in (("end", info.end_token_id), ("start", info.start_token_id)):
-        if token is None and name == "start":
-            continue
-        if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab:
-            raise ContractError(f"{path}: the pocketlm metadata has an invalid {name} token "
-                                f"{token!r}")
-    if not isinstance(info.stop_token_ids, list) or not all(
-            isinstance(t, int) and 0 <= t < vocab for t in info.stop_token_ids):
-        raise ContractError(f"{path}: the pocketlm metadata has invalid stop tokens")
-    if not isinstance(info.prefill, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and 0 < v <= seq
-            for k, v in info.prefill.items()):
-        raise ContractError(f"{path}: the pocketlm metadata lists invalid chunk signatures")
-    sigs = summarize(path).signatures
-    for name, tokens in info.signature_tokens().items():
-        sig = sigs.get(name)
-        if sig is None:
-            raise ContractError(f"{path} says it has a {name!r} signature but does not")
-        want = {TOKENS: [1, tokens], INPUT_POS: [1], LAST_INDEX: [1],
-                **{n: cache for n in cache_names(layers)}}
-        got = {n: t.shape for n, t in sig.inputs.items()}
-        if got != want:
-            wrong = [n for n in sorted(set(want) | set(got)) if want.get(n) != got.get(n)][:4]
-            raise ContractError(f"{path}: signature {name!r} does not match its metadata "
-                                f"(inputs {', '.join(wrong)} differ)")
-        if sig.outputs.get(LOGITS) is None or sig.outputs[LOGITS].shape != [1, vocab]:
-            raise ContractError(f"{path}: signature {name!r} does not return [1, {vocab}] logits")
+        self.outputs = ({**head, **b}, {**head, **a})
 
 
 class KVCacheModel:
@@ -238,14 +202,20 @@ class KVCacheModel:
         if missing:
             raise ContractError(f"{path} says it has signatures {missing} but does not")
         self._cache_names = cache_names(int(info.num_layers))
+        # v2 names each cache's input and output alike, so one buffer can serve both (the
+        # update happens in place, as in LiteRT-LM); v1 files swap two sets.
+        self.in_place = info.contract_version >= 2 and os.environ.get(
+            "POCKETLM_CACHE_BUFFERS", "1") != "2"
         caches = tuple({n: self._model.create_input_buffer_by_name(DECODE, n)
-                        for n in self._cache_names} for _ in range(2))
+                        for n in self._cache_names} for _ in range(1 if self.in_place else 2))
+        if self.in_place:
+            caches = (caches[0], caches[0])
         # New buffers hold whatever was in memory; a NaN there would survive the mask
         # (0 * NaN in probs @ V), so both sets start zeroed, once.
         shape = self._model.get_input_tensor_details(DECODE)[self._cache_names[0]]["shape"]
         self._zeros = np.zeros(shape, np.float32)
         self._cache_sets = caches
-        for cache_set in caches:
+        for cache_set in caches[:1] if self.in_place else caches:
             self._clear(cache_set)
         self._sigs = {name: _Signature(self._model, name, caches)
                       for name in sigs if name in info.prefill or name == SCORE}
@@ -254,7 +224,8 @@ class KVCacheModel:
         decode = self._sigs[DECODE]
         decode.tokens.write(np.zeros([1, 1], np.int32))  # new buffers hold garbage
         decode.input_pos.write(np.zeros([1], np.int32))
-        decode.last_index.write(np.zeros([1], np.int32))
+        if decode.has_last_index:
+            decode.last_index.write(np.zeros([1], np.int32))
         self._model.run_by_name(DECODE, decode.inputs[0], decode.outputs[0])
 
     def _clear(self, cache_set: dict) -> None:
@@ -269,10 +240,12 @@ class KVCacheModel:
             self._clear(self._cache_sets[self._direction])
 
     # -- low level ------------------------------------------------------------------------
-    def _run(self, name: str, tokens: list[int], start: int, last: int | None) -> np.ndarray:
+    def _run(self, name: str, tokens: list[int], start: int,
+             last: int | None) -> np.ndarray | None:
+        """Run signature ``name`` on ``tokens`` placed from ``start``; its logits, if any."""
         sig = self._sigs[name]
         sig.tokens.write(np.asarray(tokens, np.int32))
-        sig.input_pos.write(np.asarray([start], np.int32))
+        sig.input_pos.write(np.arange(start, start + sig.positions, dtype=np.int32))
         if sig.has_last_index:
             sig.last_index.write(np.asarray([0 if last is None else last], np.int32))
         d = self._direction
@@ -281,6 +254,8 @@ class KVCacheModel:
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"the interpreter failed in {name}: {exc}") from None
         self._direction = 1 - d
+        if not sig.has_logits:
+            return None
         return sig.logits.read(sig.logits_count, np.float32).reshape(sig.logits_shape)
 
     def _plan(self, start: int, count: int) -> tuple[str, int]:
@@ -305,6 +280,11 @@ class KVCacheModel:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
         self._fresh_cache()
         self._sequence += 1
+        if self.info.contract_version >= 2:
+            # As LiteRT-LM does: the prefills fill the cache with all but the last token
+            # (they return no logits); decode runs the last one and gives its logits.
+            self._prefill(ids[:-1])
+            return self.step(ids[-1])
         pos, logits = 0, None
         while pos < len(ids):
             name, t = self._plan(pos, len(ids) - pos)
@@ -347,6 +327,9 @@ class KVCacheModel:
         if at + len(ids) > self.sequence_length:
             raise ValueError(f"{at + len(ids)} tokens do not fit a {self.sequence_length}-token "
                              "cache")
+        if self.info.contract_version >= 2:  # as start(): prefill all but the last, decode it
+            self._prefill(ids[:-1], at)
+            return self.step(ids[-1])
         pos, logits = at, None
         while pos < at + len(ids):
             rest = at + len(ids) - pos
@@ -359,12 +342,26 @@ class KVCacheModel:
         self._pos = pos
         return np.asarray(logits).reshape(-1)
 
+    def _prefill(self, ids: list[int], start: int = 0) -> None:
+        """Write ``ids`` into the cache from position ``start`` (v2 prefills: no logits).
+        An ``extend(ids)`` on v2 is ``_prefill(ids[:-1], self._pos)`` then ``step(ids[-1])``."""
+        pos, done = start, 0
+        while done < len(ids):
+            name, t = self._plan(pos, len(ids) - done)
+            chunk = ids[done:done + t]
+            real = len(chunk)
+            # Padding rows lie after the real ones: masked, and overwritten before read.
+            self._run(name, chunk + [self.end_token_id] * (t - real), pos, None)
+            pos += real
+            done += real
+        self._pos = pos
+
     def step(self, token: int) -> np.ndarray:
         if self._pos >= self.sequence_length:
             raise ValueError("the cache is full")
         logits = self._run(DECODE, [int(token)], self._pos, 0)
         self._pos += 1
-        return logits.reshape(-1)
+        return np.asarray(logits).reshape(-1)
 
     def score(self, ids: list[int]) -> np.ndarray:
         """Logits after every token of ``ids`` (teacher forcing), shape (len(ids), vocab)."""

@@ -7,6 +7,10 @@ Kinds, tried in this order:
   * ``keras-litert``: Keras' ``model.export(format="litert")`` of a causal LM
     (``token_ids``, ``padding_mask`` -> logits, no cache): recomputes the window each step;
   * ``unknown``: anything else; loading it lists what the file has.
+
+A ``.litertlm`` bundle (LiteRT-LM's container) is opened through its one TFLite model
+(:mod:`pocketlm.runtime.bundle`): pocketlm's own bundles run here; others are refused with
+what they hold (``--engine litert-lm`` runs them).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, ContractInfo
+from .bundle import is_bundle, tflite_path
 from ..errors import ContractError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer
@@ -39,6 +44,7 @@ class Inspection:
     kind: str  # one of KINDS, or "unknown"
     summary: ModelSummary
     contract: ContractInfo | None
+    bundle: Path | None = None  # the .litertlm file ``path`` was unpacked from
 
     def describe_signatures(self) -> str:
         if not self.summary.signatures:
@@ -54,8 +60,15 @@ class Inspection:
 def inspect_model(path: str | Path) -> Inspection:
     """Read the flatbuffer (no interpreter) and classify it."""
     p = Path(path)
+    bundle = None
+    if p.is_file() and is_bundle(p):
+        bundle, p = p, tflite_path(p)
     summary = summarize(p)
     contract = contract_from_metadata(summary.metadata)
+    if bundle is not None and (contract is None or contract.contract != CONTRACT_NAME):
+        raise ContractError(f"{bundle} is a .litertlm bundle that pocketlm did not make (its "
+                            "model has no pocketlm metadata, so pocketlm's engine cannot run "
+                            "it): use --engine litert-lm")
     kind = "unknown"
     # Contracts pocketlm writes: name -> (newest version it reads, kind of runner).
     known = {CONTRACT_NAME: (CONTRACT_VERSION, KVCacheModel.kind),
@@ -70,7 +83,7 @@ def inspect_model(path: str | Path) -> Inspection:
         kind = RecipeModel.kind
     elif windowed_signature(summary) is not None:
         kind = WindowedModel.kind
-    return Inspection(p, kind, summary, contract)
+    return Inspection(p, kind, summary, contract, bundle)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:

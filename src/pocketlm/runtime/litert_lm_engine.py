@@ -1,0 +1,134 @@
+"""The second engine: Google's LiteRT-LM (``pip install 'pocketlm[litert-lm]'``).
+
+``pocketlm generate --engine litert-lm`` runs a ``.litertlm`` bundle through
+``litert_lm.Engine`` on the CPU, with its own tokenizer, start token, stop tokens and sampler,
+so what it prints is what an app embedding LiteRT-LM would show. Its XNNPACK weight cache
+goes into pocketlm's cache folder (``POCKETLM_CACHE``), never beside the model. The Python
+API gives text, not token ids; it feeds the prompt as it is (no prompt template).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..config import cache_root
+from ..errors import ContractError, ModelFileError
+from .bundle import is_bundle
+from .kvcache import quiet_native_stderr
+
+ENGINE = "litert-lm"
+
+
+@dataclass
+class Sampling:
+    """LiteRT-LM's sampler settings; ``temperature == 0`` is greedy (top-k 1)."""
+
+    temperature: float = 0.0
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+def engine_cache_dir(path: Path) -> Path:
+    """The folder LiteRT-LM keeps this bundle's XNNPACK cache in (one per bundle path)."""
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    folder = cache_root() / "litert-lm" / where
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _import():
+    try:
+        import litert_lm
+    except ImportError:
+        raise ContractError("--engine litert-lm needs LiteRT-LM: pip install "
+                            "'pocketlm[litert-lm]' (or litert-lm-api)") from None
+    return litert_lm
+
+
+class LiteRTLMEngine:
+    """One ``.litertlm`` bundle loaded in LiteRT-LM. Raises :class:`ContractError` (one
+    line) when LiteRT-LM is missing, the file is not a bundle, or LiteRT-LM refuses it."""
+
+    kind = ENGINE
+
+    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        self.path = Path(path)
+        if not is_bundle(self.path):
+            raise ModelFileError(f"{self.path} is not a .litertlm bundle: LiteRT-LM runs "
+                                 "bundles (pocketlm convert --format litertlm writes one)")
+        self._lm = _import()
+        if not os.environ.get("POCKETLM_VERBOSE"):
+            self._lm.set_min_log_severity(self._lm.LogSeverity.ERROR)
+        try:
+            with quiet_native_stderr():
+                self._engine = self._lm.Engine(
+                    str(self.path), backend=self._lm.Backend.CPU(thread_count=num_threads),
+                    cache_dir=str(engine_cache_dir(self.path)))
+        except (RuntimeError, ValueError) as exc:
+            raise ContractError(f"LiteRT-LM cannot load {self.path}: "
+                                f"{str(exc).strip().splitlines()[0]}") from None
+
+    def stream(self, prompt: str, max_new_tokens: int,
+               sampling: Sampling = Sampling()) -> Iterator[str]:
+        """The continuation of ``prompt``, piece by piece, up to ``max_new_tokens`` tokens or
+        a stop token. Raises :class:`ContractError` when LiteRT-LM fails."""
+        lm = self._lm
+        if sampling.temperature <= 0:
+            config = lm.SamplerConfig(top_k=1, temperature=1.0, seed=sampling.seed or 0)
+        else:
+            # LiteRT-LM reads an unset top_k as 1 (greedy): "no limit" is the vocabulary.
+            top_k = sampling.top_k or self._vocabulary_size()
+            config = lm.SamplerConfig(top_k=top_k, top_p=sampling.top_p,
+                                      temperature=sampling.temperature,
+                                      seed=sampling.seed or 0)
+        session = self._engine.create_session(apply_prompt_template=False,
+                                              sampler_config=config,
+                                              max_output_tokens=max_new_tokens)
+        try:
+            try:
+                with quiet_native_stderr():
+                    session.run_prefill([prompt])
+            except RuntimeError as exc:
+                raise ContractError(f"LiteRT-LM failed on the prompt: {exc}") from None
+            try:
+                for response in session.run_decode_async():
+                    for text in response.texts:
+                        yield text
+            except RuntimeError as exc:
+                raise ContractError(f"LiteRT-LM failed while decoding: {exc}") from None
+        finally:
+            session.close()  # sessions before the engine
+
+    def _vocabulary_size(self) -> int:
+        """The vocabulary of a pocketlm bundle (its metadata says); other bundles need an
+        explicit top-k to sample."""
+        from .loader import inspect_model
+
+        try:
+            info = inspect_model(self.path).contract
+        except ModelFileError:
+            info = None
+        if info is None or not int(info.vocabulary_size or 0):
+            raise ContractError(f"{self.path} does not say its vocabulary size: give --top-k "
+                                "to sample with --engine litert-lm")
+        return int(info.vocabulary_size)
+
+    def generate(self, prompt: str, max_new_tokens: int,
+                 sampling: Sampling = Sampling()) -> str:
+        return "".join(self.stream(prompt, max_new_tokens, sampling))
+
+    def close(self) -> None:
+        engine, self._engine = getattr(self, "_engine", None), None
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self) -> LiteRTLMEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
