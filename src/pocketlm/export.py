@@ -31,11 +31,12 @@ from .config import ExportConfig, Quantization
 from .contract import (DECODE, INPUT_POS, METADATA_KEY, PREFILL, SCORE, TOKENIZER_METADATA_KEY,
                        TOKENS, ContractInfo, cache_names, max_num_tokens)
 from .errors import ConversionError
-from .flatbuf import finalize
+from .flatbuf import finalize, tensor_names
 from .graph import KVCacheGPT2, backbone_weights
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
-from .sensitivity import SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes, sensitivity
+from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
+                          nodes_in_every_signature, sensitivity)
 from .textdata import SAMPLE_TEXT
 
 Progress = Callable[[str], None]
@@ -282,6 +283,12 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
     with tempfile.TemporaryDirectory(prefix="pocketlm-export-") as tmp:
         tf.saved_model.save(module, tmp, signatures=funcs)
         try:
+            if kept:  # the decode analysis's layers, under their names in every signature
+                plain = ExportConfig(sequence_length=cfg.sequence_length,
+                                     prefill_lengths=cfg.prefill_lengths, quantization="none")
+                with filtered_stderr():
+                    names = tensor_names(_converter(tmp, list(funcs), plain, None).convert())
+                kept = nodes_in_every_signature(kept, names)
             conv = _converter(tmp, list(funcs), cfg, samples)
             with filtered_stderr():  # the converter's harmless native log lines
                 flat = (_selectively_quantized(conv, samples, kept)

@@ -138,6 +138,17 @@ def read_bytes_head(p: Path) -> None:
     check_identifier(head, p)
 
 
+def tensor_names(data: bytes) -> list[str]:
+    """The names of every tensor in every subgraph (signature) of a model."""
+    model = _root(data)
+    names = []
+    for s in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(s)
+        names += [(sub.Tensors(i).Name() or b"").decode("utf-8", "replace")
+                  for i in range(sub.TensorsLength())]
+    return names
+
+
 def _summarize(data, size: int) -> ModelSummary:
     model = _root(data)
     metadata = read_metadata(data)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -96,6 +97,25 @@ def float_nodes(errors: list[LayerError], threshold: float = SUSPECT_RMSE_OVER_S
                 ) -> tuple[str, ...]:
     """The layers a mixed model keeps in float: every one above ``threshold``."""
     return tuple(e.tensor for e in errors if e.rmse_over_scale > threshold)
+
+
+def _normalized(name: str) -> str:
+    """A node's name without what differs between signatures: each signature traces the
+    model again, so Keras may name a layer ``transformer_layer_2_1`` in one and
+    ``transformer_layer_2_3`` in another, and the converter appends a number to the op's
+    own name (``Rsqrt`` in one subgraph, ``Rsqrt3`` in another; ``MatMul_1``, ``MatMul_13``)."""
+    *scopes, op = name.split("/")
+    return "/".join([re.sub(r"_\d+$", "", part) for part in scopes]
+                    + [re.sub(r"[_\d]+$", "", op)])
+
+
+def nodes_in_every_signature(kept: tuple[str, ...], names: list[str]) -> tuple[str, ...]:
+    """The tensors of a multi-signature model (``names``: all of them, fused names joined by
+    ';') that are the ``kept`` decode layers in any signature. Matching drops the per-trace
+    suffixes, so it errs towards keeping more in float, never fewer."""
+    wanted = {_normalized(k) for k in kept}
+    return tuple(n for n in dict.fromkeys(names)
+                 if any(_normalized(part) in wanted for part in n.split(";")))
 
 
 def report_markdown(errors: list[LayerError], kept: tuple[str, ...], top: int = 30) -> str:
