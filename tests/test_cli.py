@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from pocketlm.cli import main
+from pocketlm.config import Quantization
+from pocketlm.presets import available_presets
 
 from .conftest import REPO, needs_convert
 
@@ -85,6 +88,9 @@ def assert_one_line_usage_error(proc: subprocess.CompletedProcess, line: str) ->
 # Every numeric option of every command: (arguments, the one line expected on stderr).
 # The samples first (-t nan, -t inf, --seed -1), then the kind: NaN, infinity,
 # out of range, not a number, in each command.
+MODES = ", ".join(q.value for q in Quantization)
+
+
 def _bad(cmd: str, option: str, message: str) -> str:
     return f"pocketlm: error: argument {option}: {message} (see `pocketlm {cmd} --help`)"
 
@@ -162,11 +168,9 @@ BAD_NUMBERS = [
     (["serve", "--token-delay", "-1"], _bad("serve", "--token-delay",
                                             "must be in [0, 60], not -1")),
     (["convert", "-o", "x.tflite", "-q", "int5"],
-     _bad("convert", "-q/--quantize", "unknown quantization 'int5'; choose one of: none, "
-                                      "dynamic-int8, float16, full-int8, int4")),
+     _bad("convert", "-q/--quantize", f"unknown quantization 'int5'; choose one of: {MODES}")),
     (["bench", "--build-standard", "d", "--modes", "none,int3"],
-     _bad("bench", "--modes", "unknown quantization 'int3'; choose one of: none, "
-                              "dynamic-int8, float16, full-int8, int4")),
+     _bad("bench", "--modes", f"unknown quantization 'int3'; choose one of: {MODES}")),
 ]
 
 
@@ -298,9 +302,9 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
         assert time.perf_counter() - t0 < 10, args  # TensorFlow alone takes longer to import
 
 
-UNKNOWN_PRESET = ("unknown preset 'no_such_preset'; try one of: pocketlm_gpt2_shakespeare, a "
-                  "KerasHub preset name (`pocketlm families --presets` lists them), or a "
-                  "local KerasHub preset directory")
+UNKNOWN_PRESET = (f"unknown preset 'no_such_preset'; try one of: "
+                  f"{', '.join(available_presets())}, a KerasHub preset name (`pocketlm "
+                  "families --presets` lists them), or a local KerasHub preset directory")
 
 
 def test_every_option_has_help_and_the_help_lists_every_quantization():
@@ -315,7 +319,8 @@ def test_every_option_has_help_and_the_help_lists_every_quantization():
                                      "compare", "serve", "families", "chat", "sensitivity"}
     quant_options = 0
     for name, sub in commands.choices.items():
-        text = " ".join(sub.format_help().split())
+        # argparse wraps long defaults at hyphens ("dynamic-" / "int8"): join those back.
+        text = " ".join(re.sub(r"-\n\s+", "-", sub.format_help()).split())
         for action in sub._actions:
             assert action.help, f"pocketlm {name} {action.option_strings or action.dest}"
             if action.type in (cli_args.quantization, cli_args.quantizations):
