@@ -178,6 +178,23 @@ def test_the_next_request_of_a_conversation_reuses_the_cache(client, name):
     assert other.model_extra["pocketlm"]["reused_tokens"] < first.usage.prompt_tokens
 
 
+@needs_convert
+def test_a_completion_in_between_does_not_leave_a_stale_cache(client, mdir):
+    """The worker's session and plain completions share one model: after a completion ran,
+    the conversation's next reply is still exactly a fresh session's."""
+    history = list(HELLO)
+    first = client.chat.completions.create(model="qwen", messages=history,
+                                           extra_body=NO_FILTER, **GREEDY)
+    history += [{"role": "assistant", "content": first.choices[0].message.content},
+                {"role": "user", "content": "Tell me more."}]
+    client.completions.create(model="qwen", prompt="Completely different text here",
+                              max_tokens=8, temperature=0, extra_body=NO_FILTER)
+    second = client.chat.completions.create(model="qwen", messages=history,
+                                            extra_body=NO_FILTER, **GREEDY)
+    assert second.choices[0].message.content == local_reply(mdir, "qwen", history)
+    assert second.model_extra["pocketlm"]["reused_tokens"] == 0
+
+
 # -- refusals ----------------------------------------------------------------------------------
 REFUSED = [
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from ..errors import PocketLMError
 from ..runtime.generation import PreparedPrompt
 from ..safety import ProfanityFilter
-from . import chat_request, request
+from . import request
 from .api import ApiError, Plan, bad_request, resolve_model
 from .catalog import ModelCatalog
+from .schemas import ChatRequest
 from .settings import ServerConfig
 
 _EXTRAS = ("attempts", "stop_reason", "time_to_first_token", "tokens_per_second",
@@ -32,14 +34,14 @@ def plan_chat(body: Any, catalog: ModelCatalog, config: ServerConfig,
     messages, the model, the token budget and every user message's language. Raises
     :class:`.api.ApiError`."""
     try:
-        parsed = chat_request.parse(body)
+        parsed = ChatRequest.from_body(body)
     except request.RequestError as exc:
         raise bad_request(str(exc), exc.param) from None
     req = parsed.request
     entry = resolve_model(parsed.model, catalog, config)
     window = entry.contract.sequence_length if entry.contract else 0
     if window and not parsed.budget_given:
-        req.max_new_tokens = max(1, min(req.max_new_tokens, window // 2))
+        req = replace(req, max_new_tokens=max(1, min(req.max_new_tokens, window // 2)))
     if window and req.max_new_tokens >= window:
         name = parsed.tokens_param
         raise bad_request(f"{name} must be below the model's window of {window} tokens", name)
