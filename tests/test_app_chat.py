@@ -295,3 +295,27 @@ def test_the_reply_never_shows_blocked_language(client, blocked):
                                                  temperature=0, seed=3, stream=True))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == content and blocked not in streamed
+
+
+@needs_convert
+def test_neutral_values_are_accepted_and_a_message_too_long_is_a_400(server):
+    status, answer = post(server, {"model": "gemma", "messages": HELLO, "max_tokens": 3,
+                                   "logprobs": False, "n": 1, "response_format":
+                                   {"type": "text"}, "top_logprobs": None, "user": "me"})
+    assert status == 200 and answer["choices"][0]["logprobs"] is None, answer
+    long = " ".join(["word"] * 400)
+    status, answer = post(server, {"model": "gemma", "max_tokens": 8,
+                                   "messages": [{"role": "user", "content": long}]})
+    assert status == 400 and "window" in answer["error"]["message"], answer
+    # Streamed, the window is found once the stream started: an error event, then [DONE]
+    # (as for completions).
+    conn = server.connect()
+    conn.request("POST", "/v1/chat/completions", json.dumps(
+        {"model": "gemma", "max_tokens": 8, "stream": True,
+         "messages": [{"role": "user", "content": long}]}), {"Content-Type":
+                                                              "application/json"})
+    resp = conn.getresponse()
+    body = resp.read().decode()
+    conn.close()
+    assert resp.status == 200 and '"invalid_request_error"' in body and "window" in body
+    assert body.rstrip().endswith("data: [DONE]")
