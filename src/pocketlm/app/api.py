@@ -51,6 +51,7 @@ class Plan:
     id: str
     created: int
     include_usage: bool = False
+    chat: bool = False  # /v1/chat/completions (responses shaped by .chat_api)
 
 
 # -- validation ----------------------------------------------------------------------------

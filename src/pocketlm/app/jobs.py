@@ -162,7 +162,15 @@ async def _collect(job: Job) -> Response:
         raise error
     if outcome is None:  # cancelled: the client is gone and reads nothing
         return _gone(job.app)
-    return _json(200, api.completion_body(job.plan, outcome))
+    return _json(200, _shapes(job.plan).completion_body(job.plan, outcome))
+
+
+def _shapes(plan: api.Plan) -> Any:
+    """The module that shapes this request's answers (completions or chat)."""
+    if plan.chat:
+        from . import chat_api
+        return chat_api
+    return api
 
 
 def _gone(app: Any) -> Response:
@@ -184,18 +192,19 @@ async def _events(job: Job, listener: asyncio.Task) -> AsyncIterator[dict[str, s
     """The stream's events. If the client leaves, sse-starlette cancels this generator:
     ``finally`` marks the job gone and its thread cancels the work in the worker."""
     plan = job.plan
+    shapes = _shapes(plan)
     try:
-        yield _data(api.start_chunk(plan))
+        yield _data(shapes.start_chunk(plan))
         while True:
             kind, data = await job.next()
             if kind == "piece":
-                yield _data(api.chunk(plan, data["text"], None, data.get("logprobs")))
+                yield _data(shapes.chunk(plan, data["text"], None, data.get("logprobs")))
             elif kind == "retry":
-                yield _data(api.chunk(plan, event="retry", **data))
+                yield _data(shapes.chunk(plan, event="retry", **data))
             elif kind == "done":
-                yield _data(api.final_chunk(plan, data))
+                yield _data(shapes.final_chunk(plan, data))
                 if plan.include_usage:
-                    yield _data(api.usage_chunk(plan, data))
+                    yield _data(shapes.usage_chunk(plan, data))
             elif kind == "error":
                 yield _data(event_error(data).body())
             elif kind == "failed":

@@ -1,7 +1,7 @@
 """The ASGI application (Starlette): the web page, the OpenAI-compatible API and its events.
 
-One module for the routes, so that another endpoint (``/v1/chat/completions``) is a handler
-and a line in :func:`build_app`: read the body with :func:`read_json`, plan it off the event
+One module for the routes: an endpoint (``/v1/completions``, ``/v1/chat/completions``) is a
+handler and a line in :func:`build_app`: read the body with :func:`read_json`, plan it off the event
 loop, and answer with :func:`.jobs.respond`, which runs the job in a worker and returns the
 plain or streamed response.
 
@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from . import api
+from . import api, chat_api
 from .jobs import respond
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -172,11 +172,12 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 # -- handlers ---------------------------------------------------------------------------------
-def _plan(app: Any, body: Any) -> api.Plan:
+def _plan(app: Any, body: Any, chat: bool = False) -> api.Plan:
     """Everything checked before a worker runs (on a thread: tokenizing a long prompt takes
     a while, and the pool's counters share a lock with code that may wait on a worker)."""
+    planner = chat_api.plan_chat if chat else api.plan_completion
     try:
-        return api.plan_completion(body, app.catalog, app.config, app.filter)
+        return planner(body, app.catalog, app.config, app.filter)
     except api.ApiError as exc:
         if exc.kind == "content_filter":
             app.pool.count("rejected_prompts")
@@ -189,6 +190,15 @@ async def completions(request: Request) -> Response:
     plan = await anyio.to_thread.run_sync(_plan, app, body)
     if app.config.log_prompts:
         log(f"prompt for {plan.entry.id}: {plan.prepared.text[:200]!r}")
+    return await respond(request, app, plan)
+
+
+async def chat_completions(request: Request) -> Response:
+    app = request.app.state.pocketlm
+    body = await read_json(request, app.config.max_body_bytes)
+    plan = await anyio.to_thread.run_sync(_plan, app, body, True)
+    if app.config.log_prompts:
+        log(f"chat message for {plan.entry.id}: {plan.request.prompt[:200]!r}")
     return await respond(request, app, plan)
 
 
@@ -278,6 +288,7 @@ def build_app(state: Any) -> Guard:
         Route("/api/models", picker_models, methods=["GET"]),
         Route("/static/{name}", static_file, methods=["GET"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={api.ApiError: _api_error,
                                                        HTTPException: _http_error,

@@ -90,6 +90,9 @@ class SuggestRequest:
     # event (the page opts in); otherwise an attempt is sent only once it is accepted, so
     # a standard client never receives text that is later withdrawn.
     retry_events: bool = False
+    # A chat request: the conversation before ``prompt`` (the user message to answer), as
+    # ``{"role", "content"}`` dicts; None for a plain completion.
+    messages: list[dict[str, str]] | None = None
 
     def generation(self, attempt: int = 1) -> GenerationConfig:
         """Sampling settings for attempt 1, 2, ... (later attempts must be able to differ)."""

@@ -31,13 +31,20 @@ FINISH_REASONS = {"end_token": "stop", "stop_sequence": "stop", "max_new_tokens"
 
 
 def suggest(model, req: SuggestRequest, emit: Emit, cancelled: Callable[[], bool],
-            flt: ProfanityFilter, token_delay: float = 0.0) -> dict[str, Any]:
+            flt: ProfanityFilter, token_delay: float = 0.0,
+            chat: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Run up to ``req.max_attempts`` attempts; return the last one's outcome.
+
+    A chat request (``req.messages`` set) runs in the :class:`ChatSession` ``chat()``
+    returns (the worker keeps one per model, so its cache serves the next request of the
+    same conversation); the outcome then holds the session's cache figures.
 
     ``finish_reason`` is "stop" (end token or a stop sequence) or "length" (OpenAI's
     words), "content_filter" when every attempt had blocked language, or "cancelled".
     With ``echo`` the outcome's text starts with the prompt (as the model saw it).
     """
+    if req.messages is None:
+        chat = None  # a plain completion: no session figures in its outcome
     live = req.retry_events or not req.profanity_filter
     want_lp = req.logprobs is not None
     tok = model.tokenizer
@@ -51,7 +58,12 @@ def suggest(model, req: SuggestRequest, emit: Emit, cancelled: Callable[[], bool
         emit("piece", {"text": echo, **({"logprobs": echo_lp} if want_lp else {})})
     attempts = req.max_attempts
     for attempt in range(1, attempts + 1):
-        done = stream(model, req.prompt, req.generation(attempt))
+        if req.messages is not None:
+            session = chat()
+            session.set_conversation(req.messages)  # each attempt answers the same history
+            done = session.send(req.prompt, req.generation(attempt))
+        else:
+            done = stream(model, req.prompt, req.generation(attempt))
         pieces = iter(done)
         guard: StreamGuard | None = None
         shown: list[str] = []
@@ -82,7 +94,7 @@ def suggest(model, req: SuggestRequest, emit: Emit, cancelled: Callable[[], bool
                 guard = StreamGuard(flt, prefix=last_words(done.prompt.text, 3))
             if cancelled():
                 pieces.close()
-                return _outcome(done, echo + "".join(shown), "cancelled", attempt)
+                return _outcome(done, echo + "".join(shown), "cancelled", attempt, chat)
             out = guard.push(piece) if guard is not None else piece
             if guard is not None and guard.match is not None:
                 blocked = True
@@ -101,14 +113,14 @@ def suggest(model, req: SuggestRequest, emit: Emit, cancelled: Callable[[], bool
             for event in held:
                 emit("piece", event)
             reason = FINISH_REASONS.get(done.stop_reason, "stop")
-            out = _outcome(done, echo + "".join(shown), reason, attempt)
+            out = _outcome(done, echo + "".join(shown), reason, attempt, chat)
             if want_lp:
                 base = len(done.prompt.text)
                 out["logprobs"] = echo_lp + [_lp(tok, e, base) for e in done.logprobs]
             return out
         if attempt < attempts and req.retry_events:
             emit("retry", {"attempt": attempt + 1, "max_attempts": attempts})
-    out = _outcome(done, echo, "content_filter", attempts)
+    out = _outcome(done, echo, "content_filter", attempts, chat)
     if want_lp:
         out["logprobs"] = echo_lp
     return out
@@ -130,7 +142,19 @@ def _lp(tokenizer, entry: TokenLogprob, base: int) -> dict[str, Any]:
             "offset": base + entry.offset}
 
 
-def _outcome(done: Completion, text: str, finish_reason: str, attempt: int) -> dict[str, Any]:
+def _outcome(done: Completion, text: str, finish_reason: str, attempt: int,
+             chat: Callable[[], Any] | None = None) -> dict[str, Any]:
+    out = _plain_outcome(done, text, finish_reason, attempt)
+    if chat is None:
+        return out
+    turn = chat().last_turn  # the chat prompt: start token and template included
+    out.update(prompt_tokens=turn.prompt_tokens, reused_tokens=turn.reused_tokens,
+               prefilled_tokens=turn.prefilled_tokens, dropped_turns=turn.dropped_turns)
+    return out
+
+
+def _plain_outcome(done: Completion, text: str, finish_reason: str,
+                   attempt: int) -> dict[str, Any]:
     return {"text": text, "finish_reason": finish_reason, "attempts": attempt,
             "stop_reason": done.stop_reason, "prompt_text": done.prompt.text,
             "prompt_tokens": len(done.prompt.ids), "completion_tokens": len(done.token_ids),

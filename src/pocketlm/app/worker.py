@@ -68,6 +68,16 @@ def _child_main(conn, path: str, threads: int, block: list[str], allow: list[str
                                  "message": f"the model failed to load: {exc}"}))
         return
     flt = ProfanityFilter(extra_words=block, allow=allow)
+    sessions: list[Any] = []
+
+    def chat() -> Any:
+        """The worker's one chat session (made on first use): its cache serves the next
+        request of the same conversation."""
+        if not sessions:
+            from ..runtime.chat import ChatSession
+            sessions.append(ChatSession(model))
+        return sessions[0]
+
     conn.send(("ready", 0, {"pid": os.getpid()}))
     while True:
         try:
@@ -93,7 +103,7 @@ def _child_main(conn, path: str, threads: int, block: list[str], allow: list[str
             conn.send((event, job_id, data))
 
         try:
-            result = suggest(model, req, emit, cancelled, flt, token_delay)
+            result = suggest(model, req, emit, cancelled, flt, token_delay, chat)
         except (EOFError, OSError):
             return
         except PocketLMError as exc:

@@ -188,7 +188,8 @@ def add_serve(sub) -> None:
     p = add_command(sub, "serve", cmd_serve,
                     help="the autocomplete web app and an OpenAI-style HTTP API",
                     description="Serve the autocomplete web app and an OpenAI-compatible HTTP "
-                                "API (POST /v1/completions, GET /v1/models, GET /health) on "
+                                "API (POST /v1/completions, POST /v1/chat/completions, GET "
+                                "/v1/models, GET /health) on "
                                 "127.0.0.1. Needs no TensorFlow for a converted model.")
     p.add_argument("model", nargs="?", help="a .tflite model or a directory of them "
                                             "(default: the embedded model)")
