@@ -116,6 +116,6 @@ def test_a_tiny_model_of_another_family_converts_and_generates_from_the_cli(tmp_
     info = run_cli("info", str(out), "--json")
     contract = json.loads(info.stdout)["contract"]
     assert contract["model_type"] == "qwen3" and contract["tokenizer"] == "gpt2-bpe"
-    assert contract["cache_layout"] == "keras" and contract["start_token_id"] is None
+    assert contract["cache_layout"] == "flat" and contract["start_token_id"] is None
     proc = run_cli("generate", str(out), "Once upon a time", "-n", "5", "--trust")
     assert proc.returncode == 0 and proc.stdout.decode().startswith("Once upon a time")

@@ -280,21 +280,7 @@ class KVCacheModel:
             raise ValueError(f"{len(ids)} tokens do not fit a {self.sequence_length}-token cache")
         self._fresh_cache()
         self._sequence += 1
-        if self.info.contract_version >= 2:
-            # As LiteRT-LM does: the prefills fill the cache with all but the last token
-            # (they return no logits); decode runs the last one and gives its logits.
-            self._prefill(ids[:-1])
-            return self.step(ids[-1])
-        pos, logits = 0, None
-        while pos < len(ids):
-            name, t = self._plan(pos, len(ids) - pos)
-            chunk = ids[pos:pos + t]
-            real = len(chunk)
-            chunk = chunk + [self.end_token_id] * (t - real)  # padding is overwritten later
-            logits = self._run(name, chunk, pos, real - 1)
-            pos += real
-        self._pos = pos
-        return np.asarray(logits).reshape(-1)
+        return self._fill(ids, 0)
 
     @property
     def position(self) -> int:
@@ -327,13 +313,18 @@ class KVCacheModel:
         if at + len(ids) > self.sequence_length:
             raise ValueError(f"{at + len(ids)} tokens do not fit a {self.sequence_length}-token "
                              "cache")
-        if self.info.contract_version >= 2:  # as start(): prefill all but the last, decode it
+        return self._fill(ids, at)
+
+    def _fill(self, ids: list[int], at: int) -> np.ndarray:
+        """Write ``ids`` into the cache from position ``at``; the last token's logits."""
+        if self.info.contract_version >= 2:
+            # As LiteRT-LM does: the prefills fill the cache with all but the last token
+            # (they return no logits); decode runs the last one and gives its logits.
             self._prefill(ids[:-1], at)
             return self.step(ids[-1])
-        pos, logits = at, None
+        pos, logits = at, None  # version 1: every chunk returns its last real row's logits
         while pos < at + len(ids):
-            rest = at + len(ids) - pos
-            name, t = self._plan(pos, rest)
+            name, t = self._plan(pos, at + len(ids) - pos)
             chunk = ids[pos - at:pos - at + t]
             real = len(chunk)
             chunk = chunk + [self.end_token_id] * (t - real)  # padding is overwritten later

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import sentencepiece
-from sentencepiece import sentencepiece_model_pb2
 
 from ..errors import TokenizerError
 from .base import SpecialTokens, Tokenizer, register
@@ -27,6 +26,20 @@ from .base import SpecialTokens, Tokenizer, register
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_SURFACE = " \u2047 "  # " ⁇ ", SentencePiece's default text for <unk>
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6  # Piece.Type
+
+
+def _model_proto_class():
+    """SentencePiece's ModelProto, imported when a SentencePiece model is first read: its
+    generated module needs a recent protobuf runtime, which an older TensorFlow pins below
+    (TF 2.19.1's venv), and byte-level BPE models must not depend on it. Raises
+    TokenizerError naming the fix when the runtime is too old."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except Exception as exc:  # protobuf's VersionError: generated code newer than runtime
+        raise TokenizerError(f"SentencePiece models need a newer protobuf than this "
+                             f"environment has ({str(exc).splitlines()[0][:200]}): "
+                             "pip install -U protobuf") from None
+    return sentencepiece_model_pb2.ModelProto
 
 
 @register
@@ -43,7 +56,7 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, proto: bytes, special_tokens: SpecialTokens | None = None) -> None:
         self.proto = bytes(proto)
         try:
-            model = sentencepiece_model_pb2.ModelProto.FromString(self.proto)
+            model = _model_proto_class().FromString(self.proto)
             self._sp = sentencepiece.SentencePieceProcessor(model_proto=self.proto)
         except Exception as exc:  # protobuf's DecodeError, sentencepiece's RuntimeError
             raise TokenizerError(f"not a SentencePiece model: {exc}") from exc
