@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..chat_template import PLAIN
 from ..contract import TOKENIZER_METADATA_KEY, ContractInfo
 from ..errors import PocketLMError
 from ..runtime.kvcache import KVCacheModel
@@ -43,10 +44,23 @@ class ModelEntry:
             c = self.contract
             out.update(contract=f"{c.contract} v{c.contract_version}",
                        quantization=c.quantization, sequence_length=c.sequence_length,
-                       layers=c.model.get("num_layers"), source=c.source)
+                       layers=c.model.get("num_layers"), source=c.source,
+                       model_type=c.model_type, chat_template=self.chat_template_name())
         if not self.compatible:
             out["reason"] = self.reason
         return out
+
+    def chat_template_name(self) -> str | None:
+        """The name of the chat template the model chats with (``"chatml"``, ``"gemma"``),
+        or None when it has none (the plain fallback) or its stored one is not valid: the
+        page picks its chat mode by this."""
+        from ..runtime.chat import chat_template_for
+
+        try:
+            template, _ = chat_template_for(self)
+        except PocketLMError:
+            return None
+        return None if template is PLAIN else template.name
 
 
 class ModelCatalog:

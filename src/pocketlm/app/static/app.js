@@ -49,6 +49,7 @@ function setBusy(busy) {
 // the focus to the page body; keep it in the story instead, where typing, Tab (accept),
 // Ctrl+Enter (generate) and Escape (stop) work.
 function keepFocus() {
+  if (document.body.dataset.mode === "chat") return;  // chat.js keeps it in its input
   const a = document.activeElement;
   if (!a || a === document.body || (a.tagName === "BUTTON" && (a.disabled || a.hidden))) {
     els.story.focus({ preventScroll: true });
@@ -239,6 +240,7 @@ function modelChanged(save = true) {
   }
   if (save && m) store(KEYS.model, m.id);
   if (save) { cancel(); clearSuggestion(); hideMessage(); els.stats.textContent = ""; }
+  if (typeof chatModelChanged === "function") chatModelChanged(m, save);  // chat.js
 }
 
 // -- generation -----------------------------------------------------------------------------
@@ -376,6 +378,7 @@ els.story.addEventListener("keydown", (e) => {
 });
 // Anywhere on the page: Ctrl+Enter (Cmd+Enter on a Mac) generates, Escape stops.
 document.addEventListener("keydown", (e) => {
+  if (document.body.dataset.mode === "chat") return;  // chat.js has its own keys
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !els.generate.disabled) {
     e.preventDefault();
     state.reroll = 0;
