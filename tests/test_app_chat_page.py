@@ -11,7 +11,7 @@ import re
 import pytest
 
 from .app_server import Server
-from .test_app_browser import (CHROMIUM, CHROMIUM_ARGS, _overflowing,  # noqa: F401
+from .test_app_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _overflowing,  # noqa: F401
                                active, browser)
 
 SEQ = 128
@@ -205,16 +205,27 @@ def test_a_refused_message_goes_back_to_the_input(page):
     assert "max_tokens" in page.text_content("#message").lower()
     assert bubbles(page) == [] and page.input_value("#chat-input") == "Hello"
 
+    # Too long for the window (refused in the stream): the same.
+    page.fill("#max-tokens", "12")
+    long = "many words " * 80
+    page.fill("#chat-input", long)
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector("#message:has-text('window')")
+    wait_replied(page)
+    assert bubbles(page) == [] and page.input_value("#chat-input") == long
+
 
 def test_phone_width_chat_does_not_scroll_sideways(browser, server):
     context, pg = open_page(browser, server, width=390)
     try:
-        send(pg, "A message long enough to wrap over a few lines on a phone's narrow "
-                 "screen, with a_very_long_word_without_spaces_that_must_wrap_too_anyway.")
+        send(pg, "A message to wrap on a phone, with a_very_long_word_without_spaces_too.")
         wait_replied(pg)
+        assert [r for r, _ in bubbles(pg)] == ["user", "assistant"] and pg.is_hidden("#message")
         scroll, inner = pg.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert inner == 390 and scroll <= inner, (scroll, inner)
         assert _overflowing(pg) == []
         assert not pg.errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / "app-chat-screenshot-390.png"), full_page=True)
     finally:
         context.close()

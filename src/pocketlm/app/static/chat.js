@@ -20,6 +20,7 @@ function setMode(mode, save = true) {
   chatEls.storyView.hidden = isChat;
   chatEls.modeChat.setAttribute("aria-pressed", String(isChat));
   chatEls.modeStory.setAttribute("aria-pressed", String(!isChat));
+  document.querySelector("h1 span").textContent = isChat ? "chat" : "story autocomplete";
   if (isChat) { cancel(); chatEls.input.focus({ preventScroll: true }); } else {
     chatCancel();
     els.story.focus({ preventScroll: true });
@@ -83,12 +84,14 @@ function chatUsage() {
     return;
   }
   const window = m.sequence_length;
-  const perTurn = Math.max(1, chat.used / turns);
-  const more = Math.max(0, Math.floor((window - chat.used) / perTurn));
+  // The reply's last token is sampled but never fed back: the count can pass the window by one.
+  const used = Math.min(chat.used, window);
+  const perTurn = Math.max(1, used / turns);
+  const more = Math.max(0, Math.floor((window - used) / perTurn));
   // The model sees the turns that fit: the oldest are left out, whole, when the window is full.
   const left = chat.dropped > 0 ? ` The model no longer sees the ${chat.dropped} oldest ` +
     `turn${chat.dropped === 1 ? "" : "s"}.` : "";
-  chatEls.usage.textContent = `${chat.used} of ${window} tokens used, about ${more} more ` +
+  chatEls.usage.textContent = `${used} of ${window} tokens used, about ${more} more ` +
     `turn${more === 1 ? "" : "s"} fit` + (more === 0
       ? " (older turns are then left out, whole, to make room)." : ".") + left;
 }
@@ -152,11 +155,7 @@ async function send() {
     });
     if (!resp.ok) {
       const err = await resp.json().catch(() => ({ error: { message: resp.statusText } }));
-      // Refused (filter, bad settings): the message goes back to the input, to edit and resend.
-      chat.messages.pop();
-      chat.messages.pop();
-      chatEls.input.value = text;
-      renderMessages();
+      unsend(text);
       if (resp.status >= 500) await reportFailure(err.error, resp.status, state.controller);
       else showError(err.error, resp.status);
       return;
@@ -181,6 +180,7 @@ async function send() {
         }
       }
     }
+    if (run.error && !reply.content) unsend(text);  // refused before any reply (too long)
     if (run.error || !run.finished) await reportFailure(run.error, undefined, state.controller);
   } catch (e) {
     if (e.name === "AbortError") li.classList.add("stopped");
@@ -190,6 +190,14 @@ async function send() {
     chatUsage();
     if (chat.controller === ctrl) { chat.controller = null; setChatBusy(false); }
   }
+}
+
+// Refused (the filter, a bad setting, too long for the window): the message goes back to the
+// input, to edit and send again, and the conversation is as it was.
+function unsend(text) {
+  chat.messages.splice(-2, 2);
+  chatEls.input.value = text;
+  renderMessages();
 }
 
 function resetChat() {
