@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import regex
-from tokenizers import models
 
 from ..errors import TokenizerError
 from .base import SpecialTokens, TextStreamer, Tokenizer, register
@@ -121,6 +120,7 @@ class BytePairTokenizer(Tokenizer):
             # ignore_merges=False: a whole word found in the vocabulary is still built by
             # merges, as GPT-2's reference encoder does. No unk token: unknown bytes are
             # caught below.
+            from tokenizers import models  # imported with the first BPE model built
             self._model = models.BPE(vocab=self.vocab, merges=self.merges, ignore_merges=False,
                                      byte_fallback=False, fuse_unk=False)
         except Exception as exc:  # the Rust side raises a bare Exception

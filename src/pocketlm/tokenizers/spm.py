@@ -18,7 +18,6 @@ import codecs
 from pathlib import Path
 from typing import Any, Iterable
 
-import sentencepiece
 
 from ..errors import TokenizerError
 from .base import SpecialTokens, Tokenizer, register
@@ -57,6 +56,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.proto = bytes(proto)
         try:
             model = _model_proto_class().FromString(self.proto)
+            import sentencepiece  # imported with the first SentencePiece model read
             self._sp = sentencepiece.SentencePieceProcessor(model_proto=self.proto)
         except Exception as exc:  # protobuf's DecodeError, sentencepiece's RuntimeError
             raise TokenizerError(f"not a SentencePiece model: {exc}") from exc
