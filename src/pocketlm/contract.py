@@ -57,6 +57,9 @@ DECODE = "decode"
 PREFILL = "prefill"
 SCORE = "score"
 TOKENS, INPUT_POS, LAST_INDEX, LOGITS = "tokens", "input_pos", "last_index", "logits"
+# Between the parts of a model converted in parts (:mod:`pocketlm.graph_base`): the hidden
+# states [T, D] float32 one part returns and the next takes. Never in a finished file.
+HIDDEN = "hidden_states"
 
 LAYOUT_HEADS_FIRST = "heads-first"  # [1, heads, S, head_dim]
 LAYOUT_KERAS = "keras"  # [1, S, kv_heads, head_dim] (v1 files only)
@@ -71,7 +74,12 @@ CACHE_LAYOUTS = {LAYOUT_HEADS_FIRST: "[1, heads, sequence_length, head_dim]",
 
 def cache_names(num_layers: int) -> list[str]:
     """``["k_cache_0", "v_cache_0", "k_cache_1", ...]``: the order of cache inputs/outputs."""
-    return [f"{kv}_cache_{i}" for i in range(num_layers) for kv in ("k", "v")]
+    return cache_name_pairs(range(num_layers))
+
+
+def cache_name_pairs(layers: range) -> list[str]:
+    """The cache names of ``layers`` (global layer numbers), K before V per layer."""
+    return [f"{kv}_cache_{i}" for i in layers for kv in ("k", "v")]
 
 
 def input_pos_shape(version: int, tokens: int) -> list[int]:

@@ -33,6 +33,7 @@ from .contract import (DECODE, INPUT_POS, METADATA_KEY, PREFILL, SCORE, TOKENIZE
 from .errors import ConversionError
 from .flatbuf import finalize, tensor_names
 from .graph import KVCacheGPT2, backbone_weights
+from .graph_base import CacheGraph
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
 from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
@@ -51,7 +52,7 @@ class ExportResult:
     seconds: float
 
 
-Graph = KVCacheGPT2 | KerasCacheGraph
+Graph = CacheGraph
 
 
 def cache_length(authored: AuthoredModel, sequence_length: int) -> int:

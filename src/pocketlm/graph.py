@@ -28,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.compiler.tf2xla.python import xla
 
 from .config import ModelConfig
-from .contract import (INPUT_POS, LAYOUT_HEADS_FIRST, LOGITS, TOKENS, cache_names,
-                       cache_shape)
+from .contract import LAYOUT_HEADS_FIRST, cache_shape
+from .graph_base import CacheGraph, Part
 
 _NEG_INF = -1e9
 
@@ -39,26 +39,29 @@ def backbone_weights(backbone) -> dict[str, np.ndarray]:
     return {w.path: np.asarray(w.numpy()) for w in backbone.weights}
 
 
-class KVCacheGPT2(tf.Module):
-    """The exportable graph. Weights are copied into raw ``tf.Variable``s so they freeze."""
+class KVCacheGPT2(CacheGraph):
+    """The exportable graph (of ``part``, the whole model by default). Weights are copied
+    into raw ``tf.Variable``s so they freeze; a part copies only its own."""
 
     layout = LAYOUT_HEADS_FIRST
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig,
                  sequence_length: int, int8_embedding: bool = False,
-                 relative_mask: bool = False) -> None:
+                 relative_mask: bool = False, part: Part | None = None) -> None:
         super().__init__(name="pocketlm_gpt2")
         self.config = config
         self.seq = sequence_length
         c = config
-        self.num_layers = c.num_layers
+        self.part = part or Part.whole(c.num_layers)
+        self.hidden_dim = c.hidden_dim
         self.cache_shape = tuple(cache_shape(LAYOUT_HEADS_FIRST, sequence_length, c.num_heads,
                                              c.head_dim))
         var = lambda key: tf.Variable(weights[key], trainable=False)  # noqa: E731
-        self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
         self.int8_embedding = int8_embedding
         self.relative_mask = relative_mask
-        if int8_embedding:
+        if self.part.has_embedding or self.part.has_head:
+            self.wte = var("token_embedding/embeddings")  # (V, D): also the tied LM head
+        if int8_embedding and self.part.has_embedding:
             # The lookup reads an int8 copy with one scale per row, quantized here by hand:
             # quantizers that only handle FULLY_CONNECTED (int4) would otherwise leave the
             # whole float32 table in the file just for the GATHER.
@@ -66,10 +69,11 @@ class KVCacheGPT2(tf.Module):
             scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0
             self.wte_q = tf.Variable(np.round(table / scale).astype(np.int8), trainable=False)
             self.wte_scale = tf.Variable(scale.astype(np.float32), trainable=False)
-        self.wpe = tf.Variable(weights["position_embedding/embeddings"][:sequence_length],
-                               trainable=False)  # (S, D)
+        if self.part.has_embedding:
+            self.wpe = tf.Variable(weights["position_embedding/embeddings"][:sequence_length],
+                                   trainable=False)  # (S, D)
         self.layers = []
-        for i in range(c.num_layers):
+        for i in self.part.layers:
             p = f"transformer_layer_{i}/"
             a = p + "self_attention/"
             d = c.hidden_dim
@@ -93,8 +97,9 @@ class KVCacheGPT2(tf.Module):
                 "proj_w": var(p + "feedforward_output_dense/kernel"),
                 "proj_b": var(p + "feedforward_output_dense/bias"),
             })
-        self.lnf_g = var("layer_norm/gamma")
-        self.lnf_b = var("layer_norm/beta")
+        if self.part.has_head:
+            self.lnf_g = var("layer_norm/gamma")
+            self.lnf_b = var("layer_norm/beta")
 
     # -- pieces ---------------------------------------------------------------------------
     def _layer_norm(self, x, g, b):
@@ -129,13 +134,19 @@ class KVCacheGPT2(tf.Module):
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [t, c.hidden_dim])
         return self._dense(out, layer["out_w"], layer["out_b"]), k_cache, v_cache
 
-    def forward(self, tokens, input_pos, caches):
-        """Hidden states (T, D) of ``tokens`` placed at ``input_pos``, and the new caches."""
-        t = tf.shape(tokens)[1]
+    def forward(self, first, input_pos, caches):
+        """Hidden states (T, D) of ``first`` (tokens [1, T], or the previous part's hidden
+        states [T, D]) placed at ``input_pos``, and the part's new caches."""
+        t = tf.shape(first)[1] if self.part.has_embedding else tf.shape(first)[0]
         positions = input_pos[0] + tf.range(t, dtype=tf.int32)  # (T,)
-        # Padding rows of a chunk near the cache end may lie past the position table (LiteRT
-        # refuses an out-of-range GATHER): clamp them; they are masked and overwritten later.
-        x = self._embed(tokens[0]) + tf.gather(self.wpe, tf.minimum(positions, self.seq - 1))
+        if self.part.has_embedding:
+            # Padding rows of a chunk near the cache end may lie past the position table
+            # (LiteRT refuses an out-of-range GATHER): clamp them; they are masked and
+            # overwritten later.
+            x = self._embed(first[0]) + tf.gather(self.wpe,
+                                                  tf.minimum(positions, self.seq - 1))
+        else:
+            x = first
         # Causal mask from int32 positions (a float mask breaks full-int8 quantization).
         allowed = tf.range(self.seq, dtype=tf.int32)[None, :] <= positions[:, None]  # (T, S)
         allowed = allowed[None, None]  # (1, 1, T, S)
@@ -149,6 +160,8 @@ class KVCacheGPT2(tf.Module):
             m = tf.nn.gelu(self._dense(m, layer["fc_w"], layer["fc_b"]), approximate=True)
             x = x + self._dense(m, layer["proj_w"], layer["proj_b"])
             new_caches += [k, v]
+        if not self.part.has_head:
+            return x, new_caches
         return self._layer_norm(x, self.lnf_g, self.lnf_b), new_caches
 
     def _embed(self, ids):  # (T,) -> (T, D)
@@ -157,39 +170,5 @@ class KVCacheGPT2(tf.Module):
         rows = tf.cast(tf.gather(self.wte_q, ids), tf.float32)
         return rows * tf.gather(self.wte_scale, ids)
 
-    def _head(self, h):  # (N, D) -> (N, V), with the tied embedding as FULLY_CONNECTED weights
+    def head(self, h):  # (N, D) -> (N, V), with the tied embedding as FULLY_CONNECTED weights
         return tf.matmul(h, self.wte, transpose_b=True)
-
-    # -- signatures -----------------------------------------------------------------------
-    def specs(self, tokens: int) -> list[tf.TensorSpec]:
-        return [tf.TensorSpec([1, tokens], tf.int32, name=TOKENS),
-                tf.TensorSpec([tokens], tf.int32, name=INPUT_POS)] + [
-            tf.TensorSpec(self.cache_shape, tf.float32, name=n)
-            for n in cache_names(self.num_layers)]
-
-    def step_function(self, tokens: int, logits: bool):
-        """tf.function for a signature of ``tokens`` tokens; with ``logits`` (decode) it also
-        returns the logits of the last row, ``[1, 1, V]``."""
-        names = cache_names(self.num_layers)
-
-        def step(tokens_, input_pos, *caches):
-            hidden, new = self.forward(tokens_, input_pos, list(caches))
-            out = dict(zip(names, new))
-            if logits:
-                out[LOGITS] = self._head(hidden[-1:])[None]  # (1, 1, V)
-            return out
-
-        return tf.function(step, input_signature=self.specs(tokens))
-
-    def score_function(self, tokens: int):
-        """tf.function returning the logits of every position (teacher-forced evaluation)."""
-        names = cache_names(self.num_layers)
-
-        def score(tokens_, input_pos, *caches):
-            hidden, new = self.forward(tokens_, input_pos, list(caches))
-            return {LOGITS: self._head(hidden)[None], **dict(zip(names, new))}
-
-        return tf.function(score, input_signature=self.specs(tokens))
-
-    def empty_caches(self) -> list[np.ndarray]:
-        return [np.zeros(self.cache_shape, np.float32) for _ in range(2 * self.num_layers)]

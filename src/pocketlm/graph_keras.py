@@ -28,8 +28,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from .contract import INPUT_POS, LAYOUT_FLAT, LOGITS, TOKENS, cache_names, cache_shape
+from .contract import LAYOUT_FLAT, cache_shape
 from .families import PER_LAYER_TUPLE, Family
+from .graph_base import CacheGraph, Part
 
 
 class _CacheView:
@@ -51,9 +52,11 @@ class _CacheView:
                         "cache[:, i, ...] and cache[i]")
 
 
-class KerasCacheGraph(tf.Module):
+class KerasCacheGraph(CacheGraph):
     """The exportable graph of any supported family (``family.fast_path`` families may use a
-    faster hand-written one). ``causal_lm`` must be float32."""
+    faster hand-written one). ``causal_lm`` must be float32. Always the whole model: KerasHub
+    runs its layers inside one ``call_with_cache`` (only hand-written graphs convert in
+    parts)."""
 
     layout = LAYOUT_FLAT
 
@@ -67,7 +70,8 @@ class KerasCacheGraph(tf.Module):
         # Track the raw tf.Variables: Keras 3 variables are not frozen otherwise and the file
         # would load, then fail on an uninitialised variable (../shared/notes).
         self._variables = [w.value for w in causal_lm.weights]
-        self.num_layers = int(causal_lm.backbone.num_layers)
+        self.part = Part.whole(int(causal_lm.backbone.num_layers))
+        self.hidden_dim = int(getattr(causal_lm.backbone, "hidden_dim", 0))
         kv_heads, head_dim = self._probe_cache()
         self.kv_heads, self.head_dim = kv_heads, head_dim
         # A tuple: a list attribute would become a tracked ListWrapper.
@@ -93,7 +97,7 @@ class KerasCacheGraph(tf.Module):
 
     # -- the computation ------------------------------------------------------------------
     def forward(self, tokens, input_pos, caches):
-        """Hidden states ``(1, T, D)`` of ``tokens`` placed at ``input_pos``, and the new
+        """Hidden states ``(T, D)`` of ``tokens`` placed at ``input_pos``, and the new
         per-layer caches (k_0, v_0, k_1, ...)."""
         unfold = lambda c: tf.reshape(c, self._keras_shape)  # noqa: E731
         layers = [(unfold(caches[2 * i]), unfold(caches[2 * i + 1]))
@@ -110,42 +114,8 @@ class KerasCacheGraph(tf.Module):
             for layer in tf.unstack(new, axis=1):  # each (1, 2, S, H, D)
                 k, v = tf.unstack(layer, axis=1)
                 out += [k, v]
-        return hidden, [tf.reshape(c, self.cache_shape) for c in out]
+        return hidden[0], [tf.reshape(c, self.cache_shape) for c in out]
 
     def head(self, hidden):
         """``(N, D) -> (N, V)``: the family's LM head (tied or not, soft-capped or not)."""
         return self._lm.backbone.token_embedding(hidden, reverse=True)
-
-    # -- signatures -----------------------------------------------------------------------
-    def specs(self, tokens: int) -> list[tf.TensorSpec]:
-        return [tf.TensorSpec([1, tokens], tf.int32, name=TOKENS),
-                tf.TensorSpec([tokens], tf.int32, name=INPUT_POS)] + [
-            tf.TensorSpec(self.cache_shape, tf.float32, name=n)
-            for n in cache_names(self.num_layers)]
-
-    def step_function(self, tokens: int, logits: bool):
-        """tf.function for a signature of ``tokens`` tokens; with ``logits`` (decode) it also
-        returns the logits of the last row, ``[1, 1, V]``."""
-        names = cache_names(self.num_layers)
-
-        def step(tokens_, input_pos, *caches):
-            hidden, new = self.forward(tokens_, input_pos, list(caches))
-            out = dict(zip(names, new))
-            if logits:
-                out[LOGITS] = self.head(hidden[0, -1:])[None]  # (1, 1, V)
-            return out
-
-        return tf.function(step, input_signature=self.specs(tokens))
-
-    def score_function(self, tokens: int):
-        """tf.function returning the logits of every position (teacher-forced evaluation)."""
-        names = cache_names(self.num_layers)
-
-        def score(tokens_, input_pos, *caches):
-            hidden, new = self.forward(tokens_, input_pos, list(caches))
-            return {LOGITS: self.head(hidden[0])[None], **dict(zip(names, new))}
-
-        return tf.function(score, input_signature=self.specs(tokens))
-
-    def empty_caches(self) -> list[np.ndarray]:
-        return [np.zeros(self.cache_shape, np.float32) for _ in range(2 * self.num_layers)]
