@@ -138,9 +138,14 @@ class ExportConfig:
     # Text used to calibrate full-int8 activations; None means a built-in sample.
     calibration_text: str | None = None
     calibration_samples: int = 32
+    # Convert in this many parts of consecutive layers, stitched into one file (see
+    # pocketlm.export_parts); 0 picks 1 unless the model is too big for one conversion.
+    parts: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantization", Quantization.parse(self.quantization))
+        if int(self.parts) < 0:
+            raise ValueError("parts must be 0 (automatic) or a positive count")
         lengths = tuple(sorted({int(n) for n in self.prefill_lengths}, reverse=True))
         if not lengths or lengths[-1] < 1:
             raise ValueError("prefill_lengths must hold positive token counts")

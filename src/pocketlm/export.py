@@ -33,7 +33,7 @@ from .contract import (DECODE, INPUT_POS, METADATA_KEY, PREFILL, SCORE, TOKENIZE
 from .errors import ConversionError
 from .flatbuf import finalize, tensor_names
 from .graph import KVCacheGPT2, backbone_weights
-from .graph_base import CacheGraph
+from .graph_base import CacheGraph, Part
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
 from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
@@ -62,14 +62,18 @@ def cache_length(authored: AuthoredModel, sequence_length: int) -> int:
 
 
 def build_module(authored: AuthoredModel, sequence_length: int,
-                 quantization: Quantization = Quantization.NONE) -> Graph:
-    """The exportable graph: the family's hand-written fast path where one exists (GPT-2),
-    else the family's own ``call_with_cache`` (:mod:`pocketlm.graph_keras`)."""
+                 quantization: Quantization = Quantization.NONE,
+                 part: Part | None = None) -> Graph:
+    """The exportable graph (of ``part``, default the whole model): the family's hand-written
+    fast path where one exists (GPT-2), else the family's own ``call_with_cache``
+    (:mod:`pocketlm.graph_keras`, whole models only)."""
     seq = cache_length(authored, sequence_length)
     if authored.family.fast_path and authored.config is not None:
         return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
                            int8_embedding=quantization.quantized_embedding_table,
-                           relative_mask=quantization.quantizes_attention_scores)
+                           relative_mask=quantization.quantizes_attention_scores, part=part)
+    if part is not None and part != Part.whole(int(authored.backbone.num_layers)):
+        raise ConversionError(f"{authored.family.title} converts only whole")
     return KerasCacheGraph(authored.causal_lm, authored.family, seq)
 
 
@@ -227,8 +231,20 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path) -> None:
-    """Refuse early, with numbers, when disk or memory is clearly too small.
+@dataclass
+class Requirements:
+    """What a conversion will need: disk (bytes), memory on top of the loaded model (bytes),
+    and how many parts it converts in."""
+
+    disk_bytes: int
+    memory_bytes: int
+    parts: int
+
+
+def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path,
+              parts: list[Part] | None = None) -> Requirements:
+    """Refuse early, with numbers, when disk or memory is clearly too small; else return
+    the estimate (ConversionError otherwise).
 
     Converting GPT-2 small took about 5 GB of RAM (8.5 GB with int8 calibration) for 124M
     weights on this machine, i.e. about 40 (70) bytes a weight; the file is about
@@ -236,20 +252,30 @@ def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path) -> None:
     """
     import shutil
 
+    parts = parts or [Part.whole(int(authored.backbone.num_layers))]
     params = authored.backbone.count_params()
     need_disk = int(params * cfg.quantization.file_bytes_per_weight * 1.1) + (8 << 20)
+    if len(parts) > 1:  # the parts wait on disk until they are stitched
+        need_disk *= 2
     folder = out.parent if out.parent.exists() else Path.cwd()
     free = shutil.disk_usage(folder).free
     if free < need_disk:
         raise ConversionError(f"not enough disk space in {folder}: the .tflite needs about "
                               f"{need_disk / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free")
-    need_mem = params * cfg.quantization.conversion_bytes_per_weight
+    # The model is already in memory; a conversion holds one part at a time on top of it.
+    from .export_parts import part_weights
+
+    biggest = max(part_weights(authored, p) for p in parts)
+    need_mem = biggest * cfg.quantization.conversion_bytes_per_weight
     avail = available_memory_bytes()
+    what = (f"{params / 1e6:.0f}M weights" if len(parts) == 1 else
+            f"{params / 1e6:.0f}M weights in {len(parts)} parts of up to {biggest / 1e6:.0f}M")
     if avail is not None and avail < need_mem and not os.environ.get("POCKETLM_IGNORE_MEMORY"):
         raise ConversionError(
-            f"not enough memory to convert {params / 1e6:.0f}M weights ({cfg.quantization.value}):"
+            f"not enough memory to convert {what} ({cfg.quantization.value}):"
             f" about {need_mem / 2**30:.1f} GiB needed, {avail / 2**30:.1f} GiB available "
             "(close other programs, or set POCKETLM_IGNORE_MEMORY=1 to try anyway)")
+    return Requirements(need_disk, need_mem, len(parts))
 
 
 def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | None = None,
@@ -258,11 +284,19 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
     cfg = cfg or ExportConfig()
     out = Path(out_path)
     t0 = time.time()
-    preflight(authored, cfg, out)
+    from .export_parts import export_in_parts, plan_parts
+
+    parts = plan_parts(authored, cfg)
+    need = preflight(authored, cfg, out, parts)
     seq = cache_length(authored, cfg.sequence_length)
     if seq < cfg.sequence_length:
         progress(f"note: the model has {seq} positions; the cache is limited to that")
     layers = authored.backbone_config.get("num_layers", "?")
+    if len(parts) > 1:
+        progress(f"[1/4] converting {layers} layers ({authored.family.title}, cache {seq}) in "
+                 f"{len(parts)} parts: about {need.memory_bytes / 2**30:.1f} GiB of memory "
+                 f"and {need.disk_bytes / 2**30:.1f} GiB of disk")
+        return export_in_parts(authored, out, cfg, parts, progress)
     progress(f"[1/4] building the KV-cache graph ({authored.family.title}, {layers} layers, "
              f"cache {seq})")
     module = build_module(authored, cfg.sequence_length, cfg.quantization)

@@ -200,6 +200,25 @@ def _summarize(data, size: int) -> ModelSummary:
     return ModelSummary(size, desc, metadata, signatures, ops, float_ops, dict(weights))
 
 
+def buffer_readings(model) -> dict[int, set]:
+    """Buffer index -> the ways tensors read it (type, scales, zero points, axis).
+
+    Two buffers may be merged only when their bytes AND readings match: XNNPACK's weight
+    cache keys packed weights by buffer, so two readings of one buffer would get one packing.
+    """
+    readings: dict[int, set] = {}
+    for sub in model.subgraphs or []:
+        for tensor in sub.tensors or []:
+            q = tensor.quantization
+            reading = (tensor.type,
+                       None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
+                       None if q is None or q.zeroPoint is None
+                       else np.asarray(q.zeroPoint).tobytes(),
+                       None if q is None else q.quantizedDimension)
+            readings.setdefault(tensor.buffer, set()).add(reading)
+    return readings
+
+
 def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     """A copy of the model with identical weight buffers shared and metadata entries added.
 
@@ -223,16 +242,7 @@ def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     # Buffers are shared only when their bytes AND the way every tensor reads them (type,
     # quantization scales and zero points) match: XNNPACK's weight cache keys packed
     # weights by buffer, so two readings of one buffer would get one packing.
-    readings: dict[int, set] = {}
-    for sub in model.subgraphs or []:
-        for tensor in sub.tensors or []:
-            q = tensor.quantization
-            reading = (tensor.type,
-                       None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
-                       None if q is None or q.zeroPoint is None
-                       else np.asarray(q.zeroPoint).tobytes(),
-                       None if q is None else q.quantizedDimension)
-            readings.setdefault(tensor.buffer, set()).add(reading)
+    readings = buffer_readings(model)
     first: dict[bytes, int] = {}
     remap: dict[int, int] = {}
     for i, buf in enumerate(model.buffers):

@@ -18,6 +18,7 @@ prompt token goes through decode), so the LM head runs once per generated token.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -34,9 +35,27 @@ from .graph_base import CacheGraph, Part
 _NEG_INF = -1e9
 
 
-def backbone_weights(backbone) -> dict[str, np.ndarray]:
-    """The backbone's weights by their Keras path (``transformer_layer_0/...``)."""
-    return {w.path: np.asarray(w.numpy()) for w in backbone.weights}
+class BackboneWeights(Mapping):
+    """The backbone's weights by their Keras path (``transformer_layer_0/...``), each read
+    into numpy (float32) only when asked for: a graph of a part of a 1.5B model must not copy
+    the other parts' 6 GB."""
+
+    def __init__(self, backbone) -> None:
+        self._vars = {w.path: w for w in backbone.weights}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.asarray(self._vars[key].numpy(), np.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._vars)
+
+    def __len__(self) -> int:
+        return len(self._vars)
+
+
+def backbone_weights(backbone) -> BackboneWeights:
+    """The backbone's weights by their Keras path, read lazily (:class:`BackboneWeights`)."""
+    return BackboneWeights(backbone)
 
 
 class KVCacheGPT2(CacheGraph):
