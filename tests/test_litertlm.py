@@ -22,7 +22,9 @@ from .test_families import PREFILL, PROMPT, SEQ, _keras_greedy
 pytestmark = needs_convert
 needs_litert_lm = pytest.mark.skipif(importlib.util.find_spec("litert_lm") is None,
                                      reason="needs LiteRT-LM: pip install .[litert-lm]")
-FAMILIES = ("gpt2", "llama")
+# "gpt2@parts": the tiny GPT-2 converted in 2 parts and stitched (weights after the
+# flatbuffer): LiteRT-LM must run that file too.
+FAMILIES = ("gpt2", "llama", "gpt2@parts")
 NEW = 16
 
 
@@ -38,8 +40,10 @@ def bundles(tmp_path_factory):
     out = tmp_path_factory.mktemp("litertlm")
     built = {}
     for family in FAMILIES:
-        authored = tiny_causal_lm(family, sequence_length=SEQ, seed=0)
-        cfg = ExportConfig(sequence_length=SEQ, prefill_lengths=PREFILL, quantization="none")
+        name, _, parts = family.partition("@")
+        authored = tiny_causal_lm(name, sequence_length=SEQ, seed=0)
+        cfg = ExportConfig(sequence_length=SEQ, prefill_lengths=PREFILL, quantization="none",
+                           parts=2 if parts else 0)
         tflite = export(authored, out / f"{family}.tflite", cfg, progress=lambda _m: None).path
         bundle = out / f"{family}.litertlm"
         write_bundle(tflite, inspect_model(tflite).contract, authored.tokenizer, bundle)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .roofline import read_bandwidth
+
 # The peers' prompt ("The quick brown fox jumps over the lazy dog." in GPT-2 ids). Models
 # of other vocabularies get the same text in their own tokens (no start token, as the peers).
 PROMPT_TEXT = "The quick brown fox jumps over the lazy dog."
@@ -98,7 +100,10 @@ def worker(path: str, cfg: BenchConfig) -> dict:
     for i in range(cfg.runs):
         runs.append(_one_run(model, cfg.new_tokens))
         print(f"PROGRESS {i + 1}/{cfg.runs}", file=sys.stderr, flush=True)
+    from .roofline import decode_weight_bytes
+
     return {"model": path, "file_mb": os.path.getsize(path) / 2**20, "load_s": load_s,
+            "decode_weight_mb": decode_weight_bytes(path) / 2**20,
             "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
             "rss_before_load_mb": rss_before,
             "quantization": getattr(model, "info", None) and model.info.quantization}
@@ -229,7 +234,8 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None,
                          LONG_PROMPT_TOKENS, "new_tokens": cfg.new_tokens, "greedy": True,
                          "end_token": "ignored", "threads": cfg.threads, "runs": cfg.runs,
                          "warmup": cfg.warmup},
-            "machine": machine_info(), "results": results}
+            "machine": {**machine_info(), "read_bandwidth_gb_s": read_bandwidth(cfg.threads)},
+            "results": results}
 
 
 def _bench_litert_lm(path: str, cfg: BenchConfig, progress, n: int, total: int) -> dict:
@@ -303,16 +309,34 @@ def to_markdown(report: dict) -> str:
                     f"{r['peak_rss_mb']:.0f} |")
     w = report["workload"]
     m = report["machine"]
+    bound = bandwidth_bounds(report)
     ratios = "".join(f"\n{name}: pocketlm decodes {x:.2f}x as fast as LiteRT-LM (same file, "
                      "same run)." for name, x in engine_ratios(report))
     if ratios:
         ratios += " LiteRT-LM's times are its own benchmark info; it stops at a stop token.\n"
-    return "\n".join(rows) + ratios + (
+    return "\n".join(rows) + ratios + bound + (
         f"\n\nWorkload: {w['prompt_tokens']}-token prompt, {w['new_tokens']} greedy new tokens "
         f"(end token ignored), {w['threads']} threads; {w['warmup']} warm-up + {w['runs']} timed "
         f"runs per model, medians. Load: with the packed-weights cache warm (first load, "
         f"which packs and caches them, in brackets). Machine: {m['cpu']}, {m['cores']} cores, Python "
         f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}.\n")
+
+
+def bandwidth_bounds(report: dict) -> str:
+    """Lines comparing each model's decode speed with reading its weights once per token
+    at the measured bandwidth (:mod:`pocketlm.roofline`)."""
+    gbs = report["machine"].get("read_bandwidth_gb_s")
+    lines = []
+    for r in report["results"]:
+        mb = r.get("decode_weight_mb")
+        if not gbs or not mb or "summary" not in r:
+            continue
+        limit = gbs * 1e9 / (mb * 2**20)
+        got = r["summary"]["decode_tok_s"]["median"]
+        lines.append(f"\n{_label(r)}: decode reads {mb:.0f} MiB of weights per token; at "
+                     f"{gbs:.1f} GB/s (measured read bandwidth) the bound is {limit:.1f} tok/s;"
+                     f" measured {got:.1f} tok/s = {100 * got / limit:.0f}% of it.")
+    return "".join(lines) + ("\n" if lines else "")
 
 
 def _label(r: dict) -> str:

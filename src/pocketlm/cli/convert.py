@@ -9,10 +9,11 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..paths import check_input_file, check_output_file
+from ..shapes import SHAPES
 from .args import (QUANTIZATION_HELP, SEED_MAX, Stdout, add_command, add_generation_options,
                    integer, integers, quantization)
 
-RANDOM_CONFIGS = ("tiny", "gpt2-small")
+RANDOM_CONFIGS = ("tiny", "gpt2-small", *SHAPES)
 
 
 def progress(msg: str) -> None:
@@ -39,6 +40,10 @@ def add_convert(sub) -> None:
                                     "with the real GPT-2 tokenizer); see `pocketlm families`")
     p.add_argument("--seed", type=integer(0, SEED_MAX), default=0,
                    help=f"seed for --random weights, 0..{SEED_MAX}")
+    p.add_argument("--parts", type=integer(0, 4096), default=0,
+                   help="convert in this many parts of consecutive layers, stitched into one "
+                        "file (0: automatic, parts only when the model is too big for one "
+                        "conversion; hand-written-graph families only)")
     p.add_argument("-q", "--quantize", type=quantization, default="dynamic-int8",
                    metavar="MODE", help=QUANTIZATION_HELP)
     p.add_argument("--sequence-length", type=integer(2, 65536), default=None,
@@ -84,6 +89,8 @@ def random_config(spec: str, family: str | None = None):
         return ModelConfig.tiny()
     if spec == "gpt2-small":
         return ModelConfig()
+    if spec in SHAPES:
+        return dict(SHAPES[spec])
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"--random takes {' or '.join(RANDOM_CONFIGS)} or a .json file; "
@@ -141,7 +148,7 @@ def cmd_convert(args) -> int:
     try:
         cfg = ExportConfig(sequence_length=args.sequence_length,
                            prefill_lengths=args.prefill_lengths, quantization=args.quantize,
-                           calibration_samples=args.calibration_samples,
+                           calibration_samples=args.calibration_samples, parts=args.parts,
                            calibration_text=(read_text(args.calibration_text)
                                              if args.calibration_text else None))
     except ValueError as exc:
@@ -156,6 +163,9 @@ def cmd_convert(args) -> int:
         fam = get_family(config["family"])
         if args.random == "tiny":
             authored = tiny_causal_lm(fam, args.sequence_length, args.seed)
+        elif args.random in SHAPES:  # a published shape: its vocabulary, a tiny tokenizer
+            authored = random_causal_lm(config, args.sequence_length, args.seed,
+                                        tiny_keras_tokenizer(fam))
         else:
             # Offline there is no real tokenizer to load: one is trained on a built-in text
             # with the config's vocabulary size (the config's vocabulary_size must fit it).
