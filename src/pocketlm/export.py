@@ -34,6 +34,7 @@ from .errors import ConversionError
 from .flatbuf import finalize, tensor_names
 from .graph import KVCacheGPT2, backbone_weights
 from .graph_base import CacheGraph
+from .graph_decoder import DecoderGraph
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
 from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
@@ -63,13 +64,17 @@ def cache_length(authored: AuthoredModel, sequence_length: int) -> int:
 
 def build_module(authored: AuthoredModel, sequence_length: int,
                  quantization: Quantization = Quantization.NONE) -> Graph:
-    """The exportable graph: the family's hand-written fast path where one exists (GPT-2),
-    else the family's own ``call_with_cache`` (:mod:`pocketlm.graph_keras`)."""
+    """The exportable graph: the family's hand-written fast path where one exists (GPT-2's
+    :mod:`pocketlm.graph`, the Llama-style families' :mod:`pocketlm.graph_decoder`), else
+    the family's own ``call_with_cache`` (:mod:`pocketlm.graph_keras`)."""
     seq = cache_length(authored, sequence_length)
-    if authored.family.fast_path and authored.config is not None:
-        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
-                           int8_embedding=quantization.quantized_embedding_table,
-                           relative_mask=quantization.quantizes_attention_scores)
+    options = dict(int8_embedding=quantization.quantized_embedding_table,
+                   relative_mask=quantization.quantizes_attention_scores)
+    if authored.family.fast_path and authored.config is not None:  # GPT-2
+        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq, **options)
+    if authored.family.fast_path:
+        return DecoderGraph(backbone_weights(authored.backbone), authored.backbone_config,
+                            authored.family, seq, **options)
     return KerasCacheGraph(authored.causal_lm, authored.family, seq)
 
 
