@@ -3,9 +3,11 @@
 test_families.py holds every switched family's converted file to KerasHub at its tiny
 config. Here the graph's own tf.functions are held to KerasHub's full forward pass on
 variants of those configs (RoPE bases and scalings, head sizes, MQA, no GQA, windows, tied
-and untied heads), with EVERY weight randomized, norm scales included (KerasHub initializes
-them to ones or zeros, which would hide a norm read from the wrong weight). And a model run
-part by part (Part(0, 1) then Part(1, 2), chained through hidden_states) equals the whole.
+and untied heads), with EVERY weight given its own random noise: KerasHub initializes norm
+scales to ones or zeros, and its seeded initializers give a layer's key and value kernels
+(and query and output kernels of one size) the same values, which would hide a norm read
+from the wrong weight or K swapped with V. And a model run part by part (Part(0, 1) then
+Part(1, 2), chained through hidden_states) equals the whole.
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ def _model(family: str, overrides: dict, seed: int = 0):
     return authored
 
 
-def _graph(authored, part=None):
+def _graph(authored, part=None, rope_table: bool = False):
     from pocketlm.graph import backbone_weights
     from pocketlm.graph_decoder import DecoderGraph
 
     return DecoderGraph(backbone_weights(authored.backbone), authored.backbone_config,
-                        authored.family, SEQ, part=part)
+                        authored.family, SEQ, rope_table=rope_table, part=part)
 
 
 def _keras_logits(authored, ids: np.ndarray) -> np.ndarray:
@@ -81,13 +83,14 @@ def _run(fn, first, pos: int, caches: list[np.ndarray], names: list[str]):
     return {k: v.numpy() for k, v in out.items()}, [out[k].numpy() for k in names]
 
 
+@pytest.mark.parametrize("rope_table", [False, True], ids=["rope-computed", "rope-table"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_graph_matches_keras_full_pass(name):
+def test_graph_matches_keras_full_pass(name, rope_table):
     """Chunks of 8, the third with 5 rows of padding (other tokens) after its 3 real ones,
     then decode from there to the cache end (over the padded rows, past the windows)."""
     family, overrides = VARIANTS[name]
     authored = _model(family, overrides)
-    graph = _graph(authored)
+    graph = _graph(authored, rope_table=rope_table)
     vocab = int(authored.backbone_config["vocabulary_size"])
     rng = np.random.default_rng(1)
     ids = rng.integers(0, vocab, SEQ).astype(np.int32)
@@ -123,8 +126,8 @@ def test_parts_chained_equal_the_whole_graph(family):
     assert first.cache_names() == ["k_cache_0", "v_cache_0"]
     assert second.cache_names() == ["k_cache_1", "v_cache_1"]
     size = lambda g: sum(int(np.prod(v.shape)) for v in g.variables)  # noqa: E731
-    # Only the RoPE tables (and a tied embedding, also the head) are in both parts.
-    shared = 2 * int(np.prod(whole.cos.shape)) + (
+    # Only RoPE's frequencies (and a tied embedding, also the head) are in both parts.
+    shared = int(np.prod(whole.inverse_frequencies.shape)) + (
         int(np.prod(whole.embeddings.shape)) if whole.tied else 0)
     assert size(first) + size(second) - shared == size(whole)
 

@@ -74,7 +74,8 @@ def build_module(authored: AuthoredModel, sequence_length: int,
         return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq, **options)
     if authored.family.fast_path:
         return DecoderGraph(backbone_weights(authored.backbone), authored.backbone_config,
-                            authored.family, seq, **options)
+                            authored.family, seq, rope_table=quantization.needs_calibration,
+                            **options)
     return KerasCacheGraph(authored.causal_lm, authored.family, seq)
 
 

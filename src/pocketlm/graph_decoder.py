@@ -12,8 +12,9 @@ This graph computes the same logits (the math of each family is data, a
 * grouped-query attention without repeating K/V: the queries of the ``G`` heads sharing a
   KV head are stacked as ``G * T`` rows, ``[1, kv_heads, T * G, head_dim]``;
 * Q, K and V as one matmul (with Qwen's biases), RoPE applied to Q and K together from
-  cos/sin tables gathered by position (clamped, as GPT-2's position table), QK-norm
-  (Qwen 3) on Q and K together; gate and up projections as one matmul;
+  cos/sin computed from the positions in float (or, for full-int8, gathered from tables by
+  position, clamped as GPT-2's position table), QK-norm (Qwen 3) on Q and K together; gate
+  and up projections as one matmul;
 * the attention scale folded into the query weights; causal and sliding-window masks from
   int32 positions (a float mask breaks full-int8); the LM head only on the rows needed.
 
@@ -51,6 +52,10 @@ class DecoderGraph(CacheGraph):
         sequence_length: cache rows S.
         int8_embedding: look tokens up in an int8 copy of the table with one scale per row.
         relative_mask: fill masked scores relative to the row's minimum (full-int8).
+        rope_table: gather RoPE's cos/sin from ``(S, head_dim / 2)`` tables by position
+            (full-int8: float positions would be quantized to 256 levels), instead of
+            computing them from the positions in float (other modes: the dynamic-range
+            quantizer would turn a table into int8, and float16 would round it).
         part: layers ``[first, last)`` (:class:`pocketlm.graph_base.Part`).
 
     Raises UnsupportedModelError for a family without a spec, KeyError for missing weights.
@@ -60,7 +65,8 @@ class DecoderGraph(CacheGraph):
 
     def __init__(self, weights: dict[str, np.ndarray], config: dict, family: Family,
                  sequence_length: int, int8_embedding: bool = False,
-                 relative_mask: bool = False, part: Part | None = None) -> None:
+                 relative_mask: bool = False, rope_table: bool = False,
+                 part: Part | None = None) -> None:
         super().__init__(name=f"pocketlm_{family.name}")
         self.spec = s = decoder_spec(family.name, config)
         self.seq = int(sequence_length)
@@ -86,14 +92,18 @@ class DecoderGraph(CacheGraph):
                                             trainable=False)
             self.embeddings_scale = const(scale)
         if has_head and not self.tied:
-            self.head_kernel = const(weights[_HEAD])  # (D, V)
+            # (V, D), multiplied transposed as the tied table: FULLY_CONNECTED's own layout,
+            # so the converter folds no transpose (it kept one copy per signature).
+            self.head_kernel = const(np.transpose(weights[_HEAD]))
         if has_head:
             self.final_norm = const(self._norm_scale(weights[final_norm_key(s)]))
-        # cos/sin of every cache position, (S, head_dim / 2), float32 as KerasHub computes
-        # them (positions times inverse frequencies in float32).
-        angles = (np.arange(self.seq, dtype=np.float32)[:, None]
-                  * s.rope.inverse_frequencies(s.head_dim)[None, :]).astype(np.float32)
-        self.cos, self.sin = const(np.cos(angles)), const(np.sin(angles))
+        inverse = s.rope.inverse_frequencies(s.head_dim)  # (Dh / 2,) float32
+        self.rope_table = rope_table
+        if rope_table:  # cos/sin of every cache position, (S, Dh / 2), as KerasHub's float32
+            angles = (np.arange(self.seq, dtype=np.float32)[:, None] * inverse[None, :])
+            self.cos, self.sin = const(np.cos(angles)), const(np.sin(angles))
+        else:
+            self.inverse_frequencies = const(inverse)  # < 1024 values: never quantized
         self.layers = [self._layer(layer_weights(weights, s, i)) for i in self.part.layers]
 
     def _norm_scale(self, w) -> np.ndarray:
@@ -177,6 +187,18 @@ class DecoderGraph(CacheGraph):
             gate = tf.nn.silu(gate)
         return tf.matmul(gate * up, layer["down"])
 
+    def _rope_angles(self, positions):
+        """cos and sin of each row's rotary angles, each ``(T, 1, Dh / 2)``."""
+        if self.rope_table:
+            # Padding rows of a chunk near the cache end lie past the table (LiteRT refuses
+            # an out-of-range GATHER): clamp them; they are masked and overwritten later.
+            clamped = tf.minimum(positions, self.seq - 1)
+            return (tf.gather(self.cos, clamped)[:, None, :],
+                    tf.gather(self.sin, clamped)[:, None, :])
+        # As KerasHub: float32 positions times float32 inverse frequencies.
+        angles = tf.cast(positions, tf.float32)[:, None] * self.inverse_frequencies[None, :]
+        return tf.cos(angles)[:, None, :], tf.sin(angles)[:, None, :]
+
     def _masks(self, positions) -> dict:
         """Allowed (query row, cache row) pairs, ``(1, 1, T G, S)`` bool, per window size."""
         g = self.spec.group
@@ -192,16 +214,13 @@ class DecoderGraph(CacheGraph):
 
     def forward(self, first, input_pos, caches):
         """Hidden states (T, D) of ``first`` (tokens [1, T], or the previous part's hidden
-        states [T, D]) placed at ``input_pos``, and the part's new caches."""
+        states [T, D]) placed at ``input_pos``, and the part's new caches. The last part's
+        hidden states are not normed yet: :meth:`head` applies the final norm."""
         s = self.spec
         t = tf.shape(first)[1] if self.part.has_embedding else tf.shape(first)[0]
         positions = input_pos[0] + tf.range(t, dtype=tf.int32)  # (T,)
         x = self._embed(first[0]) if self.part.has_embedding else first
-        # Padding rows of a chunk near the cache end lie past the table (LiteRT refuses an
-        # out-of-range GATHER): clamp them; they are masked and overwritten later.
-        clamped = tf.minimum(positions, self.seq - 1)
-        cos = tf.gather(self.cos, clamped)[:, None, :]  # (T, 1, Dh/2)
-        sin = tf.gather(self.sin, clamped)[:, None, :]
+        cos, sin = self._rope_angles(positions)
         masks = self._masks(positions)
         new_caches = []
         for i, layer in enumerate(self.layers):
@@ -216,9 +235,10 @@ class DecoderGraph(CacheGraph):
                 m = self._rms_norm(m, layer["post_ffw"])
             x = x + m
             new_caches += [k, v]
-        if not self.part.has_head:
-            return x, new_caches
-        return self._rms_norm(x, self.final_norm), new_caches
+        # The final norm is left to head(), after the rows are picked: decode norms one row,
+        # and the converter folds its scale into the head's weights alike in every signature
+        # (a norm before decode's row slice left a second copy of the head in the file).
+        return x, new_caches
 
     def _embed(self, ids):  # (T,) -> (T, D)
         if self.int8_embedding:
@@ -230,10 +250,11 @@ class DecoderGraph(CacheGraph):
             x = x * self.spec.embedding_scale
         return x
 
-    def head(self, h):  # (N, D) -> (N, V); 2-D, so a plain FULLY_CONNECTED
+    def head(self, h):  # (N, D) -> (N, V): the final norm, then a plain FULLY_CONNECTED
+        h = self._rms_norm(h, self.final_norm)
         if self.tied:
             logits = tf.matmul(h, self.embeddings, transpose_b=True)
         else:
-            logits = tf.matmul(h, self.head_kernel)
+            logits = tf.matmul(h, self.head_kernel, transpose_b=True)
         cap = self.spec.final_soft_cap
         return logits if cap is None else tf.tanh(logits / cap) * cap
