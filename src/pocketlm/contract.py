@@ -27,8 +27,9 @@ chunk row whose logits are returned), logits ``[1, V]`` from decode and every pr
 
 Two cache layouts exist:
 
-* ``[1, heads, S, head_dim]`` ("heads-first"): the hand-written GPT-2 graph, whose attention
-  multiplies against the cache without a transpose;
+* ``[1, heads, S, head_dim]`` ("heads-first"): the hand-written graphs, whose attention
+  multiplies against the cache without a transpose (GPT-2's; the Llama-style families' of
+  :mod:`pocketlm.graph_decoder`, with ``kv_heads`` heads);
 * ``[1, 1, S, kv_heads * head_dim]`` ("flat", v2): every other family, KerasHub's own
   ``call_with_cache`` layout with the heads folded into the last axis (a reshape in the
   graph), because LiteRT-LM reads the cache length from axis 2;
@@ -61,7 +62,7 @@ TOKENS, INPUT_POS, LAST_INDEX, LOGITS = "tokens", "input_pos", "last_index", "lo
 # states [T, D] float32 one part returns and the next takes. Never in a finished file.
 HIDDEN = "hidden_states"
 
-LAYOUT_HEADS_FIRST = "heads-first"  # [1, heads, S, head_dim]
+LAYOUT_HEADS_FIRST = "heads-first"  # [1, heads, S, head_dim] (kv_heads for grouped queries)
 LAYOUT_KERAS = "keras"  # [1, S, kv_heads, head_dim] (v1 files only)
 # v2's layout for every family but GPT-2: KerasHub's [1, S, kv_heads, head_dim] with the
 # heads folded into the last axis, so the sequence is axis 2, where LiteRT-LM reads the

@@ -34,6 +34,7 @@ from .errors import ConversionError
 from .flatbuf import finalize, tensor_names
 from .graph import KVCacheGPT2, backbone_weights
 from .graph_base import CacheGraph, Part
+from .graph_decoder import DecoderGraph
 from .graph_keras import KerasCacheGraph
 from .quiet import filtered_stderr
 from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
@@ -65,13 +66,18 @@ def build_module(authored: AuthoredModel, sequence_length: int,
                  quantization: Quantization = Quantization.NONE,
                  part: Part | None = None) -> Graph:
     """The exportable graph (of ``part``, default the whole model): the family's hand-written
-    fast path where one exists (GPT-2), else the family's own ``call_with_cache``
+    fast path where one exists (GPT-2's :mod:`pocketlm.graph`, the Llama-style families'
+    :mod:`pocketlm.graph_decoder`), else the family's own ``call_with_cache``
     (:mod:`pocketlm.graph_keras`, whole models only)."""
     seq = cache_length(authored, sequence_length)
-    if authored.family.fast_path and authored.config is not None:
-        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq,
-                           int8_embedding=quantization.quantized_embedding_table,
-                           relative_mask=quantization.quantizes_attention_scores, part=part)
+    options = dict(int8_embedding=quantization.quantized_embedding_table,
+                   relative_mask=quantization.quantizes_attention_scores, part=part)
+    if authored.family.fast_path and authored.config is not None:  # GPT-2
+        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq, **options)
+    if authored.family.fast_path:
+        return DecoderGraph(backbone_weights(authored.backbone), authored.backbone_config,
+                            authored.family, seq, rope_table=quantization.needs_calibration,
+                            **options)
     if part is not None and part != Part.whole(int(authored.backbone.num_layers)):
         raise ConversionError(f"{authored.family.title} converts only whole")
     return KerasCacheGraph(authored.causal_lm, authored.family, seq)

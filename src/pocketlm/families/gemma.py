@@ -9,6 +9,7 @@ _SPECIAL = ("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>")
 
 GEMMA = Family(
     name="gemma", title="Gemma", task="GemmaCausalLM", backbone="GemmaBackbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="GemmaCausalLMPreprocessor", tokenizer="GemmaTokenizer", tokenizer_kind=SPM,
     special_tokens=_SPECIAL, stop_tokens=("<end_of_turn>",), chat_template=chat_template.GEMMA,
     features="embeddings scaled by sqrt(hidden), RoPE, RMSNorm, GeGLU, MQA/GQA, tied head",
@@ -16,6 +17,7 @@ GEMMA = Family(
 
 GEMMA2 = Family(
     name="gemma2", title="Gemma 2", task="GemmaCausalLM", backbone="GemmaBackbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="GemmaCausalLMPreprocessor", tokenizer="GemmaTokenizer", tokenizer_kind=SPM,
     special_tokens=_SPECIAL, stop_tokens=("<end_of_turn>",), chat_template=chat_template.GEMMA,
     features="Gemma with attention and final-logit soft-caps, post-norms, and sliding-window "

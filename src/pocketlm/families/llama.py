@@ -9,6 +9,7 @@ _TINY = {"num_layers": 2, "num_query_heads": 4, "num_key_value_heads": 2, "hidde
 
 LLAMA = Family(
     name="llama", title="Llama (SentencePiece)", task="LlamaCausalLM", backbone="LlamaBackbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="LlamaCausalLMPreprocessor", tokenizer="LlamaTokenizer", tokenizer_kind=SPM,
     special_tokens=("<s>", "</s>"),
     features="RoPE, RMSNorm, SwiGLU, GQA, untied LM head",
@@ -16,6 +17,7 @@ LLAMA = Family(
 
 LLAMA3 = Family(
     name="llama3", title="Llama 3", task="Llama3CausalLM", backbone="Llama3Backbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="Llama3CausalLMPreprocessor", tokenizer="Llama3Tokenizer", tokenizer_kind=BPE,
     special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>",
                     "<|start_header_id|>", "<|end_header_id|>"),
@@ -27,6 +29,7 @@ LLAMA3 = Family(
 
 MISTRAL = Family(
     name="mistral", title="Mistral", task="MistralCausalLM", backbone="MistralBackbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="MistralCausalLMPreprocessor", tokenizer="MistralTokenizer",
     tokenizer_kind=SPM, special_tokens=("<s>", "</s>"),
     chat_template=chat_template.MISTRAL,

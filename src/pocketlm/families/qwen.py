@@ -9,6 +9,7 @@ _CHAT = ("<|im_start|>", "<|im_end|>")
 
 QWEN = Family(
     name="qwen", title="Qwen 2 / 2.5", task="QwenCausalLM", backbone="QwenBackbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="QwenCausalLMPreprocessor", tokenizer="QwenTokenizer", tokenizer_kind=BPE,
     special_tokens=("<|endoftext|>", *_CHAT), stop_tokens=("<|im_end|>",),
     chat_template=chat_template.QWEN,
@@ -17,6 +18,7 @@ QWEN = Family(
 
 QWEN3 = Family(
     name="qwen3", title="Qwen 3", task="Qwen3CausalLM", backbone="Qwen3Backbone",
+    fast_path=True,  # pocketlm.graph_decoder's hand-written graph
     preprocessor="Qwen3CausalLMPreprocessor", tokenizer="Qwen3Tokenizer", tokenizer_kind=BPE,
     special_tokens=("<|endoftext|>", *_CHAT), chat_template=chat_template.QWEN3,
     features="RoPE, RMSNorm, QK-norm, SwiGLU, GQA, explicit head_dim",

@@ -73,7 +73,13 @@ def _check_model_config(path: Path, info: ContractInfo, layers: int, vocab: int,
     if not isinstance(model, dict):
         raise ContractError(f"{path}: the pocketlm metadata has no model config")
     want = {"num_layers": layers, "vocabulary_size": vocab}
-    if info.cache_layout == LAYOUT_HEADS_FIRST:  # GPT-2: heads and head size are in the cache
+    if info.cache_layout == LAYOUT_HEADS_FIRST and "num_key_value_heads" in model:
+        # Grouped-query families (hand-written graph): the cache holds the KV heads, and the
+        # head size where the config sets one (else it is hidden_dim / query heads).
+        want["num_key_value_heads"] = cache[1]
+        if model.get("head_dim") is not None:
+            want["head_dim"] = cache[3]
+    elif info.cache_layout == LAYOUT_HEADS_FIRST:  # GPT-2: heads and head size are in the cache
         want.update(num_heads=cache[1], hidden_dim=cache[1] * cache[3])
     for key, value in want.items():
         if key in model and (not isinstance(model[key], int) or isinstance(model[key], bool)
