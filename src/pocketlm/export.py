@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from . import __version__
 from .authoring import AuthoredModel
-from .config import ExportConfig, Quantization
+from .config import ExportConfig, ModelConfig, Quantization
 from .contract import (DECODE, INPUT_POS, METADATA_KEY, PREFILL, SCORE, TOKENIZER_METADATA_KEY,
                        TOKENS, ContractInfo, cache_names, max_num_tokens)
 from .errors import ConversionError
@@ -70,17 +70,26 @@ def build_module(authored: AuthoredModel, sequence_length: int,
     :mod:`pocketlm.graph_decoder`), else the family's own ``call_with_cache``
     (:mod:`pocketlm.graph_keras`, whole models only)."""
     seq = cache_length(authored, sequence_length)
-    options = dict(int8_embedding=quantization.quantized_embedding_table,
-                   relative_mask=quantization.quantizes_attention_scores, part=part)
-    if authored.family.fast_path and authored.config is not None:  # GPT-2
-        return KVCacheGPT2(backbone_weights(authored.backbone), authored.config, seq, **options)
     if authored.family.fast_path:
-        return DecoderGraph(backbone_weights(authored.backbone), authored.backbone_config,
-                            authored.family, seq, rope_table=quantization.needs_calibration,
-                            **options)
+        return hand_written_graph(authored.family, authored.backbone_config,
+                                  backbone_weights(authored.backbone), seq, quantization, part)
     if part is not None and part != Part.whole(int(authored.backbone.num_layers)):
         raise ConversionError(f"{authored.family.title} converts only whole")
     return KerasCacheGraph(authored.causal_lm, authored.family, seq)
+
+
+def hand_written_graph(family, backbone_config: dict, weights, seq: int,
+                       quantization: Quantization, part: Part | None = None) -> Graph:
+    """The hand-written graph of a ``fast_path`` family from its weights (a mapping of Keras
+    weight paths to arrays, e.g. memory-mapped: see :mod:`pocketlm.export_parts`)."""
+    options = dict(int8_embedding=quantization.quantized_embedding_table,
+                   relative_mask=quantization.quantizes_attention_scores, part=part)
+    if family.name == "gpt2":
+        config = ModelConfig.from_dict({f.name: backbone_config[f.name]
+                                        for f in fields(ModelConfig)})
+        return KVCacheGPT2(weights, config, seq, **options)
+    return DecoderGraph(weights, backbone_config, family, seq,
+                        rope_table=quantization.needs_calibration, **options)
 
 
 def signature_functions(module: Graph, cfg: ExportConfig) -> dict[str, object]:
