@@ -116,6 +116,8 @@ def test_a_tiny_model_of_another_family_converts_and_generates_from_the_cli(tmp_
     info = run_cli("info", str(out), "--json")
     contract = json.loads(info.stdout)["contract"]
     assert contract["model_type"] == "qwen3" and contract["tokenizer"] == "gpt2-bpe"
-    assert contract["cache_layout"] == "flat" and contract["start_token_id"] is None
+    # The hand-written graph's cache: [1, kv_heads, S, head_dim] (2 KV heads of 8).
+    assert contract["cache_layout"] == "heads-first" and contract["start_token_id"] is None
+    assert contract["cache_shape"] == [1, 2, 256, 8]
     proc = run_cli("generate", str(out), "Once upon a time", "-n", "5", "--trust")
     assert proc.returncode == 0 and proc.stdout.decode().startswith("Once upon a time")

@@ -26,6 +26,7 @@ VARIANTS = {
     "llama-rope-base-and-ignored-position-scaling": (
         "llama", {"rope_max_wavelength": 500000, "rope_position_scaling_factor": 4.0}),
     "llama-no-gqa": ("llama", {"num_key_value_heads": 4}),
+    "llama-tied-head": ("llama", {"tie_word_embeddings": True}),
     "llama3-scaled-frequencies": ("llama3", {}),
     "mistral-linear-rope-scaling-head-dim-16-window-5": (
         "mistral", {"rope_scaling_factor": 2.0, "head_dim": 16, "sliding_window": 5}),
@@ -151,3 +152,33 @@ def test_parts_chained_equal_the_whole_graph(family):
         np.testing.assert_allclose(out[LOGITS], ref[LOGITS], atol=1e-5, rtol=0)
         np.testing.assert_allclose(caches["first"] + caches["second"], caches["whole"],
                                    atol=1e-5, rtol=0)
+
+
+def test_the_runtime_reads_grouped_query_caches_and_refuses_metadata_that_contradicts_them(
+        tmp_path):
+    """A heads-first cache of kv_heads < heads loads; metadata claiming other KV heads or
+    another head size than the file's caches is refused in one line."""
+    import json
+
+    from pocketlm.config import ExportConfig
+    from pocketlm.contract import METADATA_KEY
+    from pocketlm.errors import ContractError
+    from pocketlm.export import export
+    from pocketlm.flatbuf import finalize, read_bytes, read_metadata
+    from pocketlm.runtime import load_model
+    from pocketlm.tiny import tiny_causal_lm
+
+    authored = tiny_causal_lm("qwen3", sequence_length=SEQ)  # 4 query heads, 2 KV heads of 8
+    path = export(authored, tmp_path / "q.tflite",
+                  ExportConfig(sequence_length=SEQ, prefill_lengths=(CHUNK,), quantization="none"),
+                  progress=lambda _m: None).path
+    model = load_model(path, num_threads=1)
+    assert (model.info.cache_layout, model.info.cache_shape) == ("heads-first", [1, 2, SEQ, 8])
+    data = read_bytes(path)
+    info = json.loads(read_metadata(data)[METADATA_KEY])
+    for key, value in (("num_key_value_heads", 4), ("head_dim", 16)):
+        bad = tmp_path / f"bad-{key}.tflite"
+        edited = {**info, "model": {**info["model"], key: value}}
+        bad.write_bytes(finalize(data, {METADATA_KEY: json.dumps(edited).encode()}))
+        with pytest.raises(ContractError, match=f"contradicts itself \\({key} {value}"):
+            load_model(bad, num_threads=1)

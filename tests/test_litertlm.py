@@ -1,9 +1,10 @@
 """One file for both engines: tiny models bundled as ``.litertlm`` run in Google's LiteRT-LM
 and in pocketlm's engine, and both give Keras ``generate``'s greedy tokens.
 
-A tiny GPT-2 (byte-level BPE, HF ``tokenizer.json`` in the bundle, hand-written graph) and a
-tiny Llama (RoPE, SentencePiece, KerasHub's ``call_with_cache``) are converted with contract
-v2 and bundled with ``litert-lm-builder``. pocketlm's engine must give exactly the token ids
+A tiny GPT-2 (byte-level BPE, HF ``tokenizer.json`` in the bundle, hand-written graph), a
+tiny Llama (RoPE, SentencePiece, the hand-written grouped-query graph: ``[1, kv_heads, S,
+head_dim]`` caches) and a tiny Phi-3 (KerasHub's ``call_with_cache``: the flat cache layout)
+are converted with contract v2 and bundled with ``litert-lm-builder``. pocketlm's engine must give exactly the token ids
 of KerasHub's greedy ``generate`` (start token as KerasHub packs it); LiteRT-LM, whose Python
 API returns text, must print exactly the text of those ids up to the first stop token.
 """
@@ -22,9 +23,9 @@ from .test_families import PREFILL, PROMPT, SEQ, _keras_greedy
 pytestmark = needs_convert
 needs_litert_lm = pytest.mark.skipif(importlib.util.find_spec("litert_lm") is None,
                                      reason="needs LiteRT-LM: pip install .[litert-lm]")
-# "gpt2@parts": the tiny GPT-2 converted in 2 parts and stitched (weights after the
-# flatbuffer): LiteRT-LM must run that file too.
-FAMILIES = ("gpt2", "llama", "gpt2@parts")
+# "NAME@parts": the tiny model converted in 2 parts and stitched (weights after the
+# flatbuffer): LiteRT-LM must run such a file too.
+FAMILIES = ("gpt2", "llama", "phi3", "gpt2@parts", "qwen@parts")
 NEW = 16
 
 

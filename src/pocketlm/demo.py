@@ -19,10 +19,15 @@ def cache_dir() -> Path:
     return cache_root()
 
 
+# Changed whenever an exported graph changes within a version, so cached files are rebuilt
+# (2: the Llama-style families' hand-written graph, pocketlm.graph_decoder).
+_GRAPH_REVISION = 2
+
+
 def _fingerprint(preset: str, quant: Quantization, sequence_length: int) -> str:
     """Changes whenever the preset's files, the settings or the export code change."""
     h = hashlib.sha256(f"{preset}|{quant.value}|{sequence_length}|{__version__}|"
-                       f"{CONTRACT_VERSION}".encode())
+                       f"{CONTRACT_VERSION}|{_GRAPH_REVISION}".encode())
     folder = embedded_preset_dir(preset) or Path(preset)
     if folder.is_dir():
         for f in sorted(folder.rglob("*")):
