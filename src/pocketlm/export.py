@@ -294,8 +294,12 @@ def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path,
 
 
 def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | None = None,
-           progress: Progress = print) -> ExportResult:
-    """Convert ``authored`` to ``out_path`` (written atomically: temp file, then rename)."""
+           progress: Progress = print, release_model: bool = False) -> ExportResult:
+    """Convert ``authored`` to ``out_path`` (written atomically: temp file, then rename).
+
+    ``release_model``: a model converted in parts may drop its Keras model once its weights
+    are on disk (:meth:`AuthoredModel.release`), leaving the memory to the conversion; the
+    authored model cannot be converted again afterwards."""
     cfg = cfg or ExportConfig()
     out = Path(out_path)
     t0 = time.time()
@@ -311,7 +315,7 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
         progress(f"[1/4] converting {layers} layers ({authored.family.title}, cache {seq}) in "
                  f"{len(parts)} parts: about {need.memory_bytes / 2**30:.1f} GiB of memory "
                  f"and {need.disk_bytes / 2**30:.1f} GiB of disk")
-        return export_in_parts(authored, out, cfg, parts, progress)
+        return export_in_parts(authored, out, cfg, parts, progress, release_model)
     progress(f"[1/4] building the KV-cache graph ({authored.family.title}, {layers} layers, "
              f"cache {seq})")
     module = build_module(authored, cfg.sequence_length, cfg.quantization)

@@ -153,7 +153,11 @@ def convert_part(job: dict) -> None:
     tf.saved_model.save(module, str(saved), signatures=funcs)
     try:
         with filtered_stderr():
-            flat = _converter(str(saved), list(funcs), cfg, None).convert()
+            conv = _converter(str(saved), list(funcs), cfg, None)
+            # A float part over 2 GB (Gemma 2B's 256k-row table and a layer) cannot be one
+            # flatbuffer: weights go after it, as the stitched file keeps them anyway.
+            conv._experimental_use_buffer_offset = job.get("float_bytes", 0) > MAX_WHOLE_BYTES
+            flat = conv.convert()
     except Exception as exc:
         raise ConversionError(f"the TFLite converter failed on layers {part.first}.."
                               f"{part.last - 1}: {str(exc).strip()[:2000]}") from None
@@ -187,7 +191,7 @@ def _run_part(job: dict, folder: Path) -> dict:
 
 
 def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
-                    parts: list[Part], progress: Progress):
+                    parts: list[Part], progress: Progress, release_model: bool = False):
     """Convert ``parts`` one by one (each in its own process, from memory-mapped weights)
     and stitch them into ``out``; an ExportResult."""
     from .export import ExportResult, cache_length, contract_info
@@ -202,14 +206,16 @@ def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
                               "call_with_cache runs every layer at once); it is too big for "
                               "one conversion on this machine")
     t0 = time.time()
-    weights_of = lambda p: part_weights(authored, p)  # noqa: E731
-    total = sum(weights_of(p) for p in parts)
+    sizes = {p: part_weights(authored, p) for p in parts}
+    total = sum(sizes.values())
     done = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.parts-", dir=out.parent) as tmp:
         folder = Path(tmp)
         progress("      writing the weights to memory-mapped files")
         save_weights(authored, folder / "weights")
+        if release_model:
+            authored.release()
         paths, shape = [], {}
         for i, part in enumerate(parts):
             progress(f"      part {i + 1}/{len(parts)}: layers {part.first}..{part.last - 1}"
@@ -223,9 +229,10 @@ def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
                 "seq": cache_length(authored, cfg.sequence_length),
                 "sequence_length": cfg.sequence_length,
                 "prefill_lengths": list(cfg.prefill_lengths),
-                "quantization": cfg.quantization.value, "out": str(path)}, folder)
+                "quantization": cfg.quantization.value, "out": str(path),
+                "float_bytes": 4 * sizes[part]}, folder)
             paths.append(path)
-            done += weights_of(part)
+            done += sizes[part]
             spent = time.time() - t0
             left = spent * (total - done) / max(done, 1)
             progress(f"      part {i + 1}/{len(parts)} done ({path.stat().st_size / 2**20:.0f}"

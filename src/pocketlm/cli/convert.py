@@ -183,7 +183,9 @@ def cmd_convert(args) -> int:
         from ..litertlm import export_bundle
         result = export_bundle(authored, args.output, cfg, progress=progress)
     else:
-        result = export(authored, args.output, cfg, progress=progress)
+        # The CLI converts once and exits: a model converted in parts may drop its Keras
+        # copy (6 GB for 1.5B weights) once the weights are on disk.
+        result = export(authored, args.output, cfg, progress=progress, release_model=True)
     print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {args.quantize.value}, "
           f"signatures {', '.join(result.signatures)}) in {result.seconds:.1f}s")
     return 0
