@@ -100,10 +100,10 @@ def worker(path: str, cfg: BenchConfig) -> dict:
     for i in range(cfg.runs):
         runs.append(_one_run(model, cfg.new_tokens))
         print(f"PROGRESS {i + 1}/{cfg.runs}", file=sys.stderr, flush=True)
-    from .roofline import decode_weight_bytes
+    from .roofline import decode_weight_bytes, resident_split
 
     return {"model": path, "file_mb": os.path.getsize(path) / 2**20, "load_s": load_s,
-            "decode_weight_mb": decode_weight_bytes(path) / 2**20,
+            "decode_weight_mb": decode_weight_bytes(path) / 2**20, **resident_split(),
             "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
             "rss_before_load_mb": rss_before,
             "quantization": getattr(model, "info", None) and model.info.quantization}
@@ -336,6 +336,9 @@ def bandwidth_bounds(report: dict) -> str:
         lines.append(f"\n{_label(r)}: decode reads {mb:.0f} MiB of weights per token; at "
                      f"{gbs:.1f} GB/s (measured read bandwidth) the bound is {limit:.1f} tok/s;"
                      f" measured {got:.1f} tok/s = {100 * got / limit:.0f}% of it.")
+        if r.get("rss_file_mb") is not None:
+            lines.append(f" Resident at the end: {r['rss_file_mb']:.0f} MiB mapped from files "
+                         f"(the model, packed weights), {r['rss_anon_mb']:.0f} MiB private.")
     return "".join(lines) + ("\n" if lines else "")
 
 

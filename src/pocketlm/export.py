@@ -256,8 +256,15 @@ class Requirements:
     parts: int
 
 
+# A part converts in its own process (pocketlm.export_parts): TensorFlow and the converter
+# (about 1 GiB), plus about 24 bytes a weight of the part. Measured on the Qwen 2.5 1.5B
+# shape: its first part (the embedding table and one layer, 280M weights) peaked at 7.5 GiB.
+PART_PROCESS_BYTES = 1 << 30
+PART_BYTES_PER_WEIGHT = 24
+
+
 def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path,
-              parts: list[Part] | None = None) -> Requirements:
+              parts: list[Part] | None = None, release_model: bool = False) -> Requirements:
     """Refuse early, with numbers, when disk or memory is clearly too small; else return
     the estimate (ConversionError otherwise).
 
@@ -281,8 +288,14 @@ def preflight(authored: AuthoredModel, cfg: ExportConfig, out: Path,
     from .export_parts import part_weights
 
     biggest = max(part_weights(authored, p) for p in parts)
-    need_mem = biggest * cfg.quantization.conversion_bytes_per_weight
     avail = available_memory_bytes()
+    if len(parts) == 1:
+        need_mem = biggest * cfg.quantization.conversion_bytes_per_weight
+    else:
+        need_mem = PART_PROCESS_BYTES + biggest * PART_BYTES_PER_WEIGHT
+        if release_model and avail is not None:
+            avail += params * 4  # the Keras model's float32 weights go back first
+
     what = (f"{params / 1e6:.0f}M weights" if len(parts) == 1 else
             f"{params / 1e6:.0f}M weights in {len(parts)} parts of up to {biggest / 1e6:.0f}M")
     if avail is not None and avail < need_mem and not os.environ.get("POCKETLM_IGNORE_MEMORY"):
@@ -306,7 +319,7 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
     from .export_parts import export_in_parts, plan_parts
 
     parts = plan_parts(authored, cfg)
-    need = preflight(authored, cfg, out, parts)
+    need = preflight(authored, cfg, out, parts, release_model)
     seq = cache_length(authored, cfg.sequence_length)
     if seq < cfg.sequence_length:
         progress(f"note: the model has {seq} positions; the cache is limited to that")

@@ -88,3 +88,18 @@ def read_bandwidth(threads: int = 2, mib: int = 1024, repeats: int = 5) -> float
             w.join()
         best = max(best, a.nbytes / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def resident_split() -> dict[str, float]:
+    """This process's resident memory now, MiB: ``rss_file_mb`` (pages of mapped files: a
+    memory-mapped model and XNNPACK's packed-weights cache) and ``rss_anon_mb`` (private
+    memory: copies). Empty where /proc is missing (not Linux)."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssFile", "RssAnon"):
+                out[f"rss_{key[3:].lower()}_mb"] = int(value.split()[0]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out

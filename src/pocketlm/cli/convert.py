@@ -4,6 +4,7 @@ Every argument is checked before TensorFlow is imported (that takes seconds)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,11 @@ def cmd_convert(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     progress("loading the conversion stack (TensorFlow, KerasHub)...")
+    # TensorFlow's oneDNN CPU allocator never returns memory to the system: a 1.5B model's
+    # Keras weights, dropped once they are on disk for a conversion in parts, would keep
+    # their 6-10 GB (measured: 3.55 GB stayed resident after release with it, 0.78 GB
+    # without). Conversion does not need oneDNN's kernels. Set before TensorFlow loads.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from ..authoring import load_causal_lm, random_causal_lm
     from ..export import export
 
