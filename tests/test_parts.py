@@ -123,3 +123,16 @@ def test_split_layers_is_even_and_contiguous():
     assert not parts[1].has_embedding and not parts[1].has_head
     with pytest.raises(ValueError):
         Part(3, 3, 4)
+
+
+@needs_convert
+def test_parts_that_do_not_chain_are_refused(deep_gpt2, tmp_path):
+    from pocketlm.errors import ConversionError
+    from pocketlm.stitch import stitch
+
+    whole = _export(deep_gpt2, tmp_path / "whole.tflite", "none", 1)
+    out = tmp_path / "joined.tflite"
+    # Two whole models: the second takes tokens, not the first one's hidden states.
+    with pytest.raises(ConversionError, match="hidden_states"):
+        stitch([whole, whole], out, {})
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["whole.tflite"]

@@ -36,6 +36,7 @@ from .graph import KVCacheGPT2, backbone_weights
 from .graph_base import CacheGraph, Part
 from .graph_decoder import DecoderGraph
 from .graph_keras import KerasCacheGraph
+from .paths import atomic_write
 from .quiet import filtered_stderr
 from .sensitivity import (SUSPECT_RMSE_OVER_SCALE, LayerError, float_nodes,
                           nodes_in_every_signature, sensitivity)
@@ -400,26 +401,7 @@ def _jsonable(config: dict) -> dict:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temp file beside ``path`` and rename, so no half-written file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is not a secret
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(data))
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ConversionError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

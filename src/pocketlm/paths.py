@@ -7,7 +7,9 @@ Plain ``pathlib`` and ``os`` only: the runtime side uses it too.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from .errors import ModelFileError, UsageError
 
@@ -69,3 +71,26 @@ def check_output_dir(path: str | Path) -> Path:
         raise UsageError(f"{p} is a file, not a directory")
     _writable_folder(p, p)
     return p
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Create ``path`` through ``write(file)`` on a temp file beside it, synced and renamed
+    into place, so no half-written file is ever left there (OSError propagates; the temp
+    file is removed on any failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is not a secret
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -32,9 +32,10 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.tools import flatbuffer_utils
 
-from .contract import HIDDEN, INPUT_POS
+from .contract import HIDDEN, INPUT_POS, LOGITS, TOKENS
 from .errors import ConversionError
 from .flatbuf import buffer_readings
+from .paths import atomic_write
 
 ALIGNMENT = 64  # bytes; XNNPACK and mmap both like aligned weights
 _PLACEHOLDER = 2  # any offset > 1 marks an external buffer; it is patched after a first pack
@@ -174,13 +175,14 @@ def _join(parts: list[Path], weights: _Weights, progress) -> fb.ModelT:
         state = joined[key]
         sub = state["sub"]
         sub.name = key.encode()
-        sub.inputs = list(state["inputs"].values())
-        sub.outputs = list(state["outputs"].values())
+        ins = sorted(state["inputs"].items(), key=_canonical)
+        outs = sorted(state["outputs"].items(), key=_canonical)
+        sub.inputs, sub.outputs = [t for _, t in ins], [t for _, t in outs]
         stitched.subgraphs.append(sub)
         sd = fb.SignatureDefT()
         sd.signatureKey, sd.subgraphIndex = key.encode(), i
-        sd.inputs = [_tensor_map(n, t) for n, t in state["inputs"].items()]
-        sd.outputs = [_tensor_map(n, t) for n, t in state["outputs"].items()]
+        sd.inputs = [_tensor_map(n, t) for n, t in ins]
+        sd.outputs = [_tensor_map(n, t) for n, t in outs]
         stitched.signatureDefs.append(sd)
     stitched.buffers = weights.buffers
     # The first part's own metadata (min_runtime_version, conversion metadata), inline.
@@ -193,6 +195,19 @@ def _join(parts: list[Path], weights: _Weights, progress) -> fb.ModelT:
         meta.name, meta.buffer = name, len(stitched.buffers) - 1
         stitched.metadata.append(meta)
     return stitched
+
+
+def _canonical(item: tuple[str, int]) -> tuple:
+    """Signature order people read: tokens, input_pos, caches by layer (K before V), then
+    logits; anything else by name."""
+    name = item[0]
+    head = {TOKENS: 0, INPUT_POS: 1}
+    if name in head:
+        return (head[name], 0, "")
+    kind, _, layer = name.rpartition("_")
+    if kind in ("k_cache", "v_cache") and layer.isdigit():
+        return (2, int(layer), kind)
+    return (3 if name == LOGITS else 4, 0, name)
 
 
 def _tensor_map(name: str, index: int) -> fb.TensorMapT:
@@ -272,22 +287,12 @@ def _write(model: fb.ModelT, weights: _Weights, region: Path, out: Path,
     head = _pack(model)
     if len(head) != head_size:
         raise ConversionError("internal error: the flatbuffer changed size between packs")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(region, "rb") as src:
+
+    def write(f) -> None:
+        with open(region, "rb") as src:
             f.write(head)
             f.write(b"\0" * (start - head_size))
             while chunk := src.read(64 << 20):
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(out, write)
