@@ -53,3 +53,7 @@ def test_the_report_compares_decode_speed_with_the_bound():
     assert f"= {100 * 25 / bound:.0f}% of it" in text
     assert "900 MiB mapped from files" in text and "broken" not in text
     assert bandwidth_bounds({"machine": {}, "results": report["results"]}) == ""
+    # Probes after each model: the best one is the bound.
+    report["results"][0]["stream_bandwidth_gb_s"] = 40.0
+    report["results"][1]["stream_bandwidth_gb_s"] = 80.0
+    assert f"the bound is {80e9 / (1000 * 2**20):.1f} tok/s" in bandwidth_bounds(report)

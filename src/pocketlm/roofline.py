@@ -175,3 +175,23 @@ def stream_bandwidth(threads: int = 2, mib: int = 1024, repeats: int = 20) -> fl
             interp.invoke()
             best = max(best, rows * cols / (time.perf_counter() - t0) / 1e9)
         return best
+
+
+def probe_in_child(threads: int) -> float | None:
+    """:func:`stream_bandwidth` measured in a fresh process (so a benchmark's own peak RSS
+    never includes the probe's 1 GiB), or None if it failed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pocketlm.roofline", str(threads)],
+                          capture_output=True, text=True)
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(stream_bandwidth(int(sys.argv[1]) if len(sys.argv) > 1 else 2), flush=True)
