@@ -8,6 +8,7 @@ the reply."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -35,8 +36,10 @@ def mdir(tiny_authored, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("chat-models")
     cfg = ExportConfig(sequence_length=SEQ, prefill_lengths=(16, 4))
-    for name in ("gemma", "qwen"):
-        export(tiny_causal_lm(name, SEQ), out / f"{name}.tflite", cfg,
+    # Gemma's seed: the filter test needs a greedy reply with a standalone word to block,
+    # and most tiny random Gemmas reply with symbols and repeats only (seed 5: "ave...").
+    for name, seed in (("gemma", 5), ("qwen", 0)):
+        export(tiny_causal_lm(name, SEQ, seed=seed), out / f"{name}.tflite", cfg,
                progress=lambda _m: None)
     export(tiny_authored, out / "gpt2.tflite", ExportConfig(sequence_length=64,
                                                             prefill_lengths=(16, 4)),
@@ -60,8 +63,14 @@ def local_reply(mdir, name: str, messages: list[dict], max_tokens: int = 12) -> 
 def blocked(mdir):
     """A word of Gemma's greedy reply to HELLO, which the server's filter blocks."""
     reply = local_reply(mdir, "gemma", HELLO, 20)
-    words = [w for w in reply.split() if w.isalpha() and len(w) >= 3
-             and w.lower() not in json.dumps(HELLO).lower()]
+    # Runs of 3+ ASCII letters that the filter, told to block them, finds in the reply: a
+    # random model's reply may glue letters to symbols ("ececec@o"), which the filter reads
+    # as one (split) word.
+    from pocketlm.safety.filter import ProfanityFilter
+
+    words = [w for w in re.findall(r"[A-Za-z]{3,}", reply)
+             if w.lower() not in json.dumps(HELLO).lower()
+             and not ProfanityFilter(extra_words=[w]).is_clean(reply)]
     assert words, f"no word to block in {reply!r}"
     return words[0]
 
@@ -149,9 +158,12 @@ def test_token_budgets_and_stop(client, server, mdir):
     status, answer = post(server, {"model": "qwen", "messages": HELLO, "max_tokens": SEQ})
     assert status == 400 and answer["error"]["param"] == "max_tokens"
     full = local_reply(mdir, "gemma", HELLO, 20)
-    cut = len(full) // 2
-    stop = full[cut:cut + 2]
-    assert stop.strip(), full
+    # A two-character stop string from inside the reply, not blank, first seen after the
+    # reply's start (so the cut reply is not empty).
+    stops = [full[i:i + 2] for i in range(1, len(full) - 1)
+             if full[i:i + 2].strip() and full.index(full[i:i + 2]) >= 1]
+    assert stops, full
+    stop = stops[len(stops) // 2]
     reply = client.chat.completions.create(model="gemma", messages=HELLO, max_tokens=20,
                                            temperature=0, stop=[stop], extra_body=NO_FILTER)
     assert reply.choices[0].message.content == full[:full.index(stop)]

@@ -136,3 +136,23 @@ def test_parts_that_do_not_chain_are_refused(deep_gpt2, tmp_path):
     with pytest.raises(ConversionError, match="hidden_states"):
         stitch([whole, whole], out, {})
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["whole.tflite"]
+
+
+@needs_convert
+def test_cli_converts_in_parts_with_its_needs_and_time_left(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "q.tflite"
+    proc = subprocess.run([sys.executable, "-m", "pocketlm.cli", "convert", "--random", "tiny",
+                           "--family", "qwen", "--parts", "2", "-q", "int4", "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    err = proc.stderr
+    assert "in 2 parts: about" in err and "GiB of memory" in err and "GiB of disk" in err
+    assert "part 1/2 done" in err and "left" in err and "stitching 2 parts" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.tflite"]  # no part files left
+    model = load_model(out)
+    assert model.info.notes["parts"] == 2 and model.info.quantization == "int4"
+    gen = GenerationConfig(max_new_tokens=8, stop_at_end_token=False)
+    assert len(complete(model, PROMPT, gen).token_ids) == 8

@@ -331,7 +331,8 @@ def export(authored: AuthoredModel, out_path: str | Path, cfg: ExportConfig | No
                  f"and {need.disk_bytes / 2**30:.1f} GiB of disk")
         return export_in_parts(authored, out, cfg, parts, progress, release_model)
     progress(f"[1/4] building the KV-cache graph ({authored.family.title}, {layers} layers, "
-             f"cache {seq})")
+             f"cache {seq}): about {need.memory_bytes / 2**30:.1f} GiB of memory and "
+             f"{need.disk_bytes / 2**30:.2f} GiB of disk")
     module = build_module(authored, cfg.sequence_length, cfg.quantization)
     funcs = signature_functions(module, cfg)
     samples = None
