@@ -243,7 +243,8 @@ def test_arguments_are_checked_before_any_slow_work(tmp_path):
         (["convert", "--preset", "no_such_preset", "-o", str(tmp_path / "m.tflite")],
          UNKNOWN_PRESET),
         (["convert", "--random", "huge", "-o", str(tmp_path / "m.tflite")],
-         "--random takes tiny or gpt2-small or a .json file; huge is neither"),
+         "--random takes tiny, gpt2-small, qwen2.5-1.5b, gemma-2b or a .json file; huge is "
+         "neither"),
         (["convert", "--calibration-text", str(tmp_path / "none.txt"), "-o",
           str(tmp_path / "m.tflite")], f"text file not found: {tmp_path / 'none.txt'}"),
         (["convert", "--prefill-lengths", "512", "-o", str(tmp_path / "m.tflite")],

@@ -94,7 +94,7 @@ def random_config(spec: str, family: str | None = None):
         return dict(SHAPES[spec])
     path = Path(spec)
     if not path.is_file():
-        raise UsageError(f"--random takes {' or '.join(RANDOM_CONFIGS)} or a .json file; "
+        raise UsageError(f"--random takes {', '.join(RANDOM_CONFIGS)} or a .json file; "
                          f"{spec} is neither")
     try:
         data = json.loads(path.read_text())
