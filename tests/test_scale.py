@@ -1,7 +1,7 @@
 """The recipe's 1.5B class on this machine: the Qwen 2.5 1.5B shape (random weights from a
 fixed seed) converts in parts within 20 GiB and generates 16 tokens in the TF-free runtime.
 
-Marked ``huge`` (about 10 minutes and 16 GB on 2 cores), deselected by default; run it with
+Marked ``huge`` (about 7-10 minutes and 8 GiB on 2 cores), deselected by default; run it with
 ``.venv/bin/python -m pytest -m huge tests/test_scale.py``. Its output is in docs/scale.md.
 """
 
