@@ -194,7 +194,7 @@ def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
                     parts: list[Part], progress: Progress, release_model: bool = False):
     """Convert ``parts`` one by one (each in its own process, from memory-mapped weights)
     and stitch them into ``out``; an ExportResult."""
-    from .export import ExportResult, cache_length, contract_info
+    from .export import ExportResult, _jsonable, cache_length, contract_info
     from .stitch import stitch
 
     if cfg.quantization.needs_calibration:
@@ -223,7 +223,8 @@ def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
                      f"{' + head' if part.has_head else ''}")
             path = folder / f"part-{part.first:03d}-{part.last:03d}.tflite"
             shape = _run_part({
-                "family": authored.family.name, "backbone_config": _jsonable(authored),
+                "family": authored.family.name,
+                "backbone_config": _jsonable(authored.backbone_config),
                 "weights": str(folder / "weights"), "part": [part.first, part.last,
                                                               part.num_layers],
                 "seq": cache_length(authored, cfg.sequence_length),
@@ -246,10 +247,6 @@ def export_in_parts(authored: AuthoredModel, out: Path, cfg: ExportConfig,
             METADATA_KEY: json.dumps(info.to_dict()).encode("utf-8"),
             TOKENIZER_METADATA_KEY: authored.tokenizer.to_bytes()})
     return ExportResult(out, size, cfg.quantization, info.prefill, time.time() - t0)
-
-
-def _jsonable(authored: AuthoredModel) -> dict:
-    return json.loads(json.dumps(authored.backbone_config, default=repr))
 
 
 class _WholeView:

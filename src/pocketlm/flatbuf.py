@@ -219,6 +219,16 @@ def buffer_readings(model) -> dict[int, set]:
     return readings
 
 
+def buffer_key(data, readings: set) -> bytes:
+    """What makes two buffers interchangeable: their bytes and how tensors read them
+    (:func:`buffer_readings`), as one digest."""
+    import hashlib
+
+    h = hashlib.sha256(np.asarray(data).tobytes())
+    h.update(repr(sorted(readings, key=repr)).encode())
+    return h.digest()
+
+
 def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     """A copy of the model with identical weight buffers shared and metadata entries added.
 
@@ -226,8 +236,6 @@ def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     embedding, say) can be stored once per signature; pointing every tensor at one copy of
     identical bytes is safe because constant buffers are read-only.
     """
-    import hashlib
-
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
@@ -248,9 +256,7 @@ def finalize(model_bytes: bytes, entries: dict[str, bytes]) -> bytes:
     for i, buf in enumerate(model.buffers):
         if i == 0 or buf.data is None or len(buf.data) < 1024:
             continue
-        h = hashlib.sha256(np.asarray(buf.data).tobytes())
-        h.update(repr(sorted(readings.get(i, set()), key=repr)).encode())
-        key = h.digest()
+        key = buffer_key(buf.data, readings.get(i, set()))
         if key in first:
             remap[i] = first[key]
             buf.data = None

@@ -20,7 +20,6 @@ as :func:`pocketlm.flatbuf.finalize` does. Plain Python and numpy: no TensorFlow
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ai_edge_litert.tools import flatbuffer_utils
 
 from .contract import HIDDEN, INPUT_POS, LOGITS, TOKENS
 from .errors import ConversionError
-from .flatbuf import buffer_readings
+from .flatbuf import buffer_key, buffer_readings
 from .paths import atomic_write
 
 ALIGNMENT = 64  # bytes; XNNPACK and mmap both like aligned weights
@@ -149,9 +148,8 @@ def _join(parts: list[Path], weights: _Weights, progress) -> fb.ModelT:
                     buffer_map[index] = 0
                 else:
                     arr = np.asarray(data, np.uint8)
-                    h = hashlib.sha256(arr.tobytes())
-                    h.update(repr(sorted(readings.get(index, set()), key=repr)).encode())
-                    buffer_map[index] = weights.add(arr, h.digest())
+                    buffer_map[index] = weights.add(arr, buffer_key(
+                        arr, readings.get(index, set())))
             return buffer_map[index]
 
         codes = []
@@ -164,7 +162,6 @@ def _join(parts: list[Path], weights: _Weights, progress) -> fb.ModelT:
         last = p == len(parts) - 1
         for key in order:
             _append(joined[key], model, sigs[key], codes, stitched_buffer, p == 0, last)
-        del model, sigs, readings
     assert first is not None
     stitched = fb.ModelT()
     stitched.version = first["version"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import SEED_RANGE
 from .request import (MAX_TOKENS_LIMIT, RequestError, _only, _present, _show, boolean,
-                      integer, logit_bias, number, stop_sequences)
+                      common_fields, integer, logit_bias, number, stop_sequences)
 from .settings import SuggestRequest
 
 OPENAI_FIELDS = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature",
@@ -146,22 +146,7 @@ def parse(body: Any) -> ParsedChat:
         raise RequestError(f"response_format={_show(fmt)} is not supported by pocketlm "
                            "(only {\"type\": \"text\"}: it cannot constrain output to JSON)",
                            "response_format")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise RequestError("model must be a string", "model")
-    if _present(body, "user") and not isinstance(body["user"], str):
-        raise RequestError("user must be a string", "user")
-    stream = boolean(body, "stream", False)
-    include_usage = False
-    options = body.get("stream_options")
-    if options is not None:
-        if not stream:
-            raise RequestError("stream_options is only allowed with \"stream\": true",
-                               "stream_options")
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise RequestError("stream_options must be {\"include_usage\": true or false}",
-                               "stream_options")
-        include_usage = boolean(options, "include_usage", False)
+    model, stream, include_usage = common_fields(body)
     msgs = messages(body)
     budget, tokens_param = _max_tokens(body)
     seed = integer(body, "seed", None, *SEED_RANGE)

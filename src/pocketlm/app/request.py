@@ -171,22 +171,10 @@ def max_tokens(body: dict, echo: bool) -> int:
     return mt if mt is not None else np_ if np_ is not None else 16
 
 
-def parse(body: Any) -> ParsedRequest:
-    """Check every field of a request body. Raises :class:`RequestError`."""
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - KNOWN_FIELDS)
-    if unknown:
-        names = ", ".join(_show(n) for n in unknown[:5])
-        many = len(unknown) > 1
-        raise RequestError(f"unknown field{'s' if many else ''} {names}: pocketlm does not "
-                           f"support {'them' if many else 'it'} (docs/app.md lists the "
-                           "fields)", unknown[0])
-    _only(body, "n", 1, "it makes one completion per request")
-    _only(body, "best_of", 1, "it makes one completion per request")
-    if _present(body, "suffix") and body["suffix"] != "":
-        raise RequestError("suffix is not supported by pocketlm (its models only continue "
-                           "text)", "suffix")
+def common_fields(body: dict) -> tuple[str | None, bool, bool]:
+    """The fields both endpoints check alike: ``model`` and ``user`` (strings if given),
+    ``stream`` and ``stream_options``; returns (model, stream, include_usage). Raises
+    RequestError naming the field."""
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError("model must be a string", "model")
@@ -203,6 +191,26 @@ def parse(body: Any) -> ParsedRequest:
             raise RequestError("stream_options must be {\"include_usage\": true or false}",
                                "stream_options")
         include_usage = boolean(options, "include_usage", False)
+    return model, stream, include_usage
+
+
+def parse(body: Any) -> ParsedRequest:
+    """Check every field of a request body. Raises :class:`RequestError`."""
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        names = ", ".join(_show(n) for n in unknown[:5])
+        many = len(unknown) > 1
+        raise RequestError(f"unknown field{'s' if many else ''} {names}: pocketlm does not "
+                           f"support {'them' if many else 'it'} (docs/app.md lists the "
+                           "fields)", unknown[0])
+    _only(body, "n", 1, "it makes one completion per request")
+    _only(body, "best_of", 1, "it makes one completion per request")
+    if _present(body, "suffix") and body["suffix"] != "":
+        raise RequestError("suffix is not supported by pocketlm (its models only continue "
+                           "text)", "suffix")
+    model, stream, include_usage = common_fields(body)
     unit = "words" if body.get("context_unit") is None else body["context_unit"]
     if unit not in ("words", "tokens"):
         raise RequestError("context_unit must be 'words' or 'tokens'", "context_unit")
