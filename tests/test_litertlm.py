@@ -185,3 +185,16 @@ def test_bad_bundles_are_refused_in_one_line(bundles, tmp_path):
     # LiteRT-LM runs bundles only.
     _one_line_error(_cli("generate", str(tflite), "hi", "--engine", "litert-lm"),
                     "not a .litertlm bundle")
+
+
+def test_bench_worker_and_decode_bytes_read_a_bundle(bundles):
+    """`pocketlm bench` on a .litertlm: the worker times it and counts the bytes its decode
+    reads from the bundle's TFLite section, as for the bare .tflite."""
+    from pocketlm.bench import BenchConfig, worker
+    from pocketlm.roofline import decode_weight_bytes
+
+    _, tflite, bundle = bundles["gpt2"]
+    assert decode_weight_bytes(bundle) == decode_weight_bytes(tflite) > 0
+    report = worker(str(bundle), BenchConfig(runs=1, warmup=0, new_tokens=4, threads=1))
+    assert report["decode_weight_mb"] * 2**20 == decode_weight_bytes(tflite)
+    assert len(report["runs"]) == 1

@@ -31,7 +31,12 @@ _GATHER = fb.BuiltinOperator.GATHER
 def decode_weight_bytes(path: str | Path) -> int:
     """Bytes of constant tensors the ``decode`` signature of ``path`` reads per token.
 
-    Raises ValueError when the file has no ``decode`` signature."""
+    ``path`` may be a ``.litertlm`` bundle: its TFLite section is read. Raises ValueError
+    when the file has no ``decode`` signature."""
+    from .runtime.bundle import is_bundle, tflite_path
+
+    if is_bundle(Path(path)):
+        path = tflite_path(Path(path))
     with open(path, "rb") as f:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:

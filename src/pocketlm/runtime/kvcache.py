@@ -99,7 +99,10 @@ def _compiled_model(path: Path, num_threads: int, weight_cache: str):
     from ai_edge_litert.options import Options
 
     global _ENVIRONMENT
-    cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=weight_cache)
+    flags = os.environ.get("POCKETLM_XNNPACK_FLAGS")
+    cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=weight_cache,
+                     xnnpack_flags=int(flags, 0) if flags else None,
+                     enable_ynnpack=os.environ.get("POCKETLM_YNNPACK") == "1")
     options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
     try:
         if _ENVIRONMENT is None:
