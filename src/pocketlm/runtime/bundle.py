@@ -12,7 +12,6 @@ The header is read here with ``flatbuffers`` directly (field slots from LiteRT-L
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from flatbuffers.table import Table
 
 from ..config import cache_root
 from ..errors import ModelFileError
+from ..paths import atomic_write
 
 MAGIC = b"LITERTLM"
 HEADER_BEGIN = 32  # the header flatbuffer starts here; its end offset is at byte 24
@@ -118,21 +118,24 @@ def tflite_path(path: Path) -> Path:
     out = folder / f"{path.stem[:40]}-{st.st_size}-{st.st_mtime_ns}.tflite"
     if out.is_file() and out.stat().st_size == models[0].end - models[0].begin:
         return out
+    begin, left = models[0].begin, models[0].end - models[0].begin
+
+    def copy(dst) -> None:
+        with open(path, "rb") as src:
+            src.seek(begin)
+            todo = left
+            while todo:
+                chunk = src.read(min(todo, 8 << 20))
+                if not chunk:
+                    raise ModelFileError(f"{path} is truncated")
+                dst.write(chunk)
+                todo -= len(chunk)
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.tflite"):
             old.unlink(missing_ok=True)  # the model of an older version of the bundle
-        tmp = folder / f".{out.name}.{os.getpid()}.partial"
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            src.seek(models[0].begin)
-            left = models[0].end - models[0].begin
-            while left:
-                chunk = src.read(min(left, 8 << 20))
-                if not chunk:
-                    raise ModelFileError(f"{path} is truncated")
-                dst.write(chunk)
-                left -= len(chunk)
-        os.replace(tmp, out)
+        atomic_write(out, copy)  # synced, and its large page-cache folios dropped (paths.py)
     except OSError as exc:
         raise ModelFileError(f"cannot unpack {path} into {folder}: {exc.strerror or exc}"
                              ) from None
