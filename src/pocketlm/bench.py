@@ -102,9 +102,10 @@ def worker(path: str, cfg: BenchConfig) -> dict:
         print(f"PROGRESS {i + 1}/{cfg.runs}", file=sys.stderr, flush=True)
     from .roofline import decode_weight_bytes, resident_split
 
+    peak, resident = _rss_mb(), resident_split()  # before reading the file's tensor table
     return {"model": path, "file_mb": os.path.getsize(path) / 2**20, "load_s": load_s,
-            "decode_weight_mb": decode_weight_bytes(path) / 2**20, **resident_split(),
-            "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
+            "decode_weight_mb": decode_weight_bytes(path) / 2**20, **resident,
+            "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": peak,
             "rss_before_load_mb": rss_before,
             "quantization": getattr(model, "info", None) and model.info.quantization}
 
