@@ -121,7 +121,8 @@ def tflite_path(path: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.tflite"):
-            old.unlink(missing_ok=True)  # the model of an older version of the bundle
+            if old.name != out.name:  # another process (a server's worker) may be writing it
+                old.unlink(missing_ok=True)  # the model of an older version of the bundle
         tmp = folder / f".{out.name}.{os.getpid()}.partial"
         with open(path, "rb") as src, open(tmp, "wb") as dst:
             src.seek(models[0].begin)
