@@ -5,6 +5,11 @@
 so what it prints is what an app embedding LiteRT-LM would show. Its XNNPACK weight cache
 goes into pocketlm's cache folder (``POCKETLM_CACHE``), never beside the model. The Python
 API gives text, not token ids; it feeds the prompt as it is (no prompt template).
+
+LiteRT-LM is C++ and loads the bundle in this process: a corrupt or hostile bundle can crash
+it. Callers that load files they did not make check them first in a child process with
+:func:`pocketlm.runtime.guard.verify_in_child` (``engine="litert-lm"``), as ``pocketlm
+generate`` and ``pocketlm bench`` do.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Iterator
 
 from ..config import cache_root
 from ..errors import ContractError, ModelFileError
-from .bundle import is_bundle
+from .bundle import is_bundle, read_sections
 from .kvcache import quiet_native_stderr
 
 ENGINE = "litert-lm"
@@ -50,6 +55,25 @@ def _import():
     return litert_lm
 
 
+def check_bundle(path: str | Path) -> Path:
+    """``path`` if LiteRT-LM can be asked to load it: LiteRT-LM is installed and the file is a
+    ``.litertlm`` bundle whose sections lie inside it (read without LiteRT-LM). Raises
+    :class:`ModelFileError` for a file that is not a bundle or is truncated, and
+    :class:`ContractError` when LiteRT-LM is missing (one line each)."""
+    p = Path(path)
+    if not is_bundle(p):
+        raise ModelFileError(f"{p} is not a .litertlm bundle: LiteRT-LM runs bundles "
+                             "(pocketlm convert --format litertlm writes one)")
+    read_sections(p)  # a cut or garbled header: our message, not LiteRT-LM's (or its crash)
+    _import()
+    return p
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 class LiteRTLMEngine:
     """One ``.litertlm`` bundle loaded in LiteRT-LM. Raises :class:`ContractError` (one
     line) when LiteRT-LM is missing, the file is not a bundle, or LiteRT-LM refuses it."""
@@ -57,10 +81,7 @@ class LiteRTLMEngine:
     kind = ENGINE
 
     def __init__(self, path: str | Path, num_threads: int = 2) -> None:
-        self.path = Path(path)
-        if not is_bundle(self.path):
-            raise ModelFileError(f"{self.path} is not a .litertlm bundle: LiteRT-LM runs "
-                                 "bundles (pocketlm convert --format litertlm writes one)")
+        self.path = check_bundle(path)
         self._lm = _import()
         if not os.environ.get("POCKETLM_VERBOSE"):
             self._lm.set_min_log_severity(self._lm.LogSeverity.ERROR)
@@ -70,8 +91,8 @@ class LiteRTLMEngine:
                     str(self.path), backend=self._lm.Backend.CPU(thread_count=num_threads),
                     cache_dir=str(engine_cache_dir(self.path)))
         except (RuntimeError, ValueError) as exc:
-            raise ContractError(f"LiteRT-LM cannot load {self.path}: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+            raise ContractError(f"LiteRT-LM cannot load {self.path}: {_first_line(exc)}"
+                                ) from None
 
     def stream(self, prompt: str, max_new_tokens: int,
                sampling: Sampling = Sampling()) -> Iterator[str]:
@@ -94,13 +115,15 @@ class LiteRTLMEngine:
                 with quiet_native_stderr():
                     session.run_prefill([prompt])
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed on the prompt: {exc}") from None
+                raise ContractError(f"LiteRT-LM failed on the prompt: {_first_line(exc)}"
+                                    ) from None
             try:
                 for response in session.run_decode_async():
                     for text in response.texts:
                         yield text
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed while decoding: {exc}") from None
+                raise ContractError(f"LiteRT-LM failed while decoding: {_first_line(exc)}"
+                                    ) from None
         finally:
             session.close()  # sessions before the engine
 
