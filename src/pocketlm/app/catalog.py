@@ -175,7 +175,10 @@ class ModelCatalog:
             return entry
         entry.tokenizer_blob = found.summary.metadata.get(TOKENIZER_METADATA_KEY)
         if entry.tokenizer_blob is None:
-            entry.reason = "it carries no tokenizer"
+            entry.reason = ("it carries no tokenizer" if found.bundle is None else
+                            "its model carries no pocketlm tokenizer and the bundle no "
+                            "SentencePiece one (pocketlm does not read a bundle's HF "
+                            "tokenizer)")
             return entry
         entry.compatible = True
         return entry
