@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from .app_server import Server
-from .conftest import needs_convert
+from .conftest import REPO, needs_convert
 from .tiny_bundles import build, damaged, tiny_bundle, without_metadata
 
 openai = pytest.importorskip("openai", reason="needs the official client: pip install openai")
@@ -189,6 +189,29 @@ def test_serve_takes_a_bundle_and_refuses_one_it_cannot_run(mdir, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_serving_a_bundle_never_imports_tensorflow(mdir, tmp_path):
+    """Heavy packages are replaced by stubs that leave a mark if anything imports them: the
+    server reads, unpacks and runs a bundle (SentencePiece section included) without them."""
+    stubs, marks = tmp_path / "stubs", tmp_path / "imported"
+    for name in ("tensorflow", "keras", "keras_hub", "tf_keras", "tensorflow_text"):
+        (stubs / name).mkdir(parents=True)
+        (stubs / name / "__init__.py").write_text(
+            f"import os\nopen({str(marks)!r} + '-{name}-' + str(os.getpid()), 'w').close()\n"
+            f"raise ImportError('blocked by the test: {name}')\n")
+    cache = tmp_path / "cache"  # a fresh cache: the bundles are unpacked again here
+    env = {"PYTHONPATH": os.pathsep.join([str(stubs), str(REPO / "src")]),
+           "POCKETLM_CACHE": str(cache)}
+    srv = Server.start(mdir / "llama-sp.litertlm", tmp_path / "srv", env=env)
+    try:
+        for model in ("llama-sp.litertlm", "gpt2.litertlm"):
+            status, body = srv.post({"prompt": PROMPT, "max_tokens": 4, "model": model})
+            assert status == 200 and body["choices"][0]["text"], body
+    finally:
+        srv.stop()
+    assert list((cache / "litertlm").iterdir())  # the bundles were unpacked, without TF
+    assert not list(tmp_path.glob("imported-*")), "something imported a heavy package"
 
 
 def test_a_folder_of_bundles_only(mdir, tmp_path):
