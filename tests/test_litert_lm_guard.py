@@ -107,11 +107,48 @@ def _flipped(good: Path, folder: Path, seed: int) -> Path:
 
 @needs_litert_lm
 def test_damaged_bundles_give_one_line_errors(good, tmp_path):
+    lines = {}
     for name, path in damaged(good, tmp_path).items():
-        line = _one_line_error(_cli("generate", str(path), PROMPT, "--engine", "litert-lm"))
-        assert "Traceback" not in line, name
+        lines[name] = _one_line_error(_cli("generate", str(path), PROMPT, "--engine",
+                                           "litert-lm"))
+        assert "Traceback" not in lines[name], name
         # Nothing was remembered as verified for a file that failed.
         assert not (_verified_dir() / _key(path, "litert-lm")).exists()
+    # A cut header is ours to refuse; a bad model is LiteRT-LM's, with its reason.
+    assert "outside the file" in lines["cut-model"]
+    assert lines["zeroed-model-head"].endswith("Failed to load model from buffer: Invalid "
+                                               "flatbuffer"), lines["zeroed-model-head"]
+
+
+# LiteRT-LM's log when it refuses a bundle (recorded here with LiteRT-LM 0.18.1): its
+# exception says only "Failed to create LiteRT-LM engine for FILE"; the reason is in the log.
+REFUSALS = {
+    "I0000 00:00:1.0 123 engine.cc:100] Loading\n"
+    "E0000 00:00:1796030282.894547   26810 engine.cc:854] Failed to create engine: "
+    "INVALID_ARGUMENT: ERROR: [third_party/odml/litert_lm/runtime/executor/"
+    "llm_litert_compiled_model_executor_factory.cc:228]\n"
+    "\u2514 ERROR: [third_party/odml/litert_lm/runtime/components/"
+    "model_resources_litert_lm.cc:137]\n"
+    "\u2514 Failed to load model from buffer\n\u2514 Invalid flatbuffer\n"
+    "=== Source Location Trace: === \nthird_party/odml/litert/litert/cc/litert_macros.h:552\n":
+        "INVALID_ARGUMENT: Failed to load model from buffer: Invalid flatbuffer",
+    "E0000 00:00:1796030283.008523   21387 engine.cc:854] Failed to create engine: INTERNAL: "
+    "Failed to parse LlmMetadata\n=== Source Location Trace: ===\n"
+    "third_party/odml/litert_lm/runtime/components/model_resources_litert_lm.cc:234\n":
+        "INTERNAL: Failed to parse LlmMetadata",
+    "E0000 00:00:1.0 1 engine.cc:854] Failed to create engine: UNKNOWN: ERROR: [a.cc:236]\n"
+    "\u2514 Failed to build TFL interpreter\nI0000 00:00:1.1 1 registry.cc:43] Destroy\n":
+        "UNKNOWN: Failed to build TFL interpreter",
+    "WARNING: [npu_registry.cc:34] NPU accelerator could not be loaded\n": None,
+    "": None,
+}
+
+
+def test_litert_lm_refusals_are_read_from_its_log():
+    from pocketlm.runtime.litert_lm_engine import native_reason
+
+    for log, reason in REFUSALS.items():
+        assert native_reason(log) == reason
 
 
 @needs_litert_lm

@@ -14,8 +14,13 @@ generate`` and ``pocketlm bench`` do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -74,6 +79,52 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _native_log(into: list[str]) -> Iterator[None]:
+    """Keep LiteRT-LM's native chatter on fd 2 off the terminal (unless POCKETLM_VERBOSE),
+    collecting its end in ``into``: the exception LiteRT-LM raises only says "Failed to
+    create LiteRT-LM engine", the log says why."""
+    if os.environ.get("POCKETLM_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        try:
+            os.dup2(log.fileno(), 2)
+            sys.stderr = io.StringIO()  # some of the chatter is routed through sys.stderr
+            yield
+        finally:
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - (256 << 10)))
+            into.append(log.read().decode("utf-8", "replace"))
+
+
+_WHERE = re.compile(r"ERROR: \[[^\]]*\]")  # a source location in LiteRT-LM's status chain
+_LOG_LINE = re.compile(r"^([IWEF]\d{4} |INFO: |WARNING: |VERBOSE: )")
+
+
+def native_reason(log: str) -> str | None:
+    """Why LiteRT-LM refused to create an engine, in one line, from its log: the status
+    chain after "Failed to create engine:" without source locations (``INVALID_ARGUMENT:
+    Failed to load model from buffer: Invalid flatbuffer``); None when the log has none."""
+    start = log.rfind("Failed to create engine: ")
+    if start < 0:
+        return None
+    parts: list[str] = []
+    for line in log[start + len("Failed to create engine: "):].splitlines():
+        if line.startswith("=== Source Location Trace") or (parts and _LOG_LINE.match(line)):
+            break
+        text = _WHERE.sub("", line.strip().lstrip("\u2514").strip()).strip().rstrip(":")
+        if text:
+            parts.append(text.strip())
+    return ": ".join(parts)[:300] or None
+
+
 class LiteRTLMEngine:
     """One ``.litertlm`` bundle loaded in LiteRT-LM. Raises :class:`ContractError` (one
     line) when LiteRT-LM is missing, the file is not a bundle, or LiteRT-LM refuses it."""
@@ -85,14 +136,15 @@ class LiteRTLMEngine:
         self._lm = _import()
         if not os.environ.get("POCKETLM_VERBOSE"):
             self._lm.set_min_log_severity(self._lm.LogSeverity.ERROR)
+        log: list[str] = []
         try:
-            with quiet_native_stderr():
+            with _native_log(log):
                 self._engine = self._lm.Engine(
                     str(self.path), backend=self._lm.Backend.CPU(thread_count=num_threads),
                     cache_dir=str(engine_cache_dir(self.path)))
         except (RuntimeError, ValueError) as exc:
-            raise ContractError(f"LiteRT-LM cannot load {self.path}: {_first_line(exc)}"
-                                ) from None
+            why = native_reason("".join(log)) or _first_line(exc)
+            raise ContractError(f"LiteRT-LM cannot load {self.path}: {why}") from None
 
     def stream(self, prompt: str, max_new_tokens: int,
                sampling: Sampling = Sampling()) -> Iterator[str]:
