@@ -3,7 +3,9 @@ of one directory.
 
 A bundle runs in pocketlm's engine through its one TFLite model when pocketlm made it (the
 model carries pocketlm's contract; :mod:`pocketlm.runtime.bundle`); any other bundle is
-listed as not compatible, with why. Model ids are plain file names inside that directory. A request can only name an id that a
+listed as not compatible, with why.
+
+Model ids are plain file names inside that directory. A request can only name an id that a
 scan found, and a scan only keeps files whose real path (symlinks resolved) stays inside
 the directory, so no request can make the server open a file elsewhere.
 """

@@ -127,9 +127,9 @@ def _child(argv: list[str]) -> int:
         print(_ERR + json.dumps({"type": type(exc).__name__, "message": str(exc)}), flush=True)
         return 0
     except Exception as exc:  # anything else from LiteRT: the file is not usable
+        why = _one_line(str(exc) or type(exc).__name__, 300)
         print(_ERR + json.dumps({"type": "ModelFileError",
-                                 "message": f"{args.model} could not be run: "
-                                            f"{_one_line(str(exc) or type(exc).__name__, 300)}"}),
+                                 "message": f"{args.model} could not be run: {why}"}),
               flush=True)
         return 0
     print(_OK, flush=True)
