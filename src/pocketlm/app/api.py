@@ -69,9 +69,7 @@ def resolve_model(model_id: str | None, catalog: ModelCatalog,
     wanted = model_id or config.default_model
     if wanted is None:
         raise ApiError(503, "no_model", config.no_model_reason or no_model_message(config))
-    entry = catalog.get(wanted)
-    if entry is None and not wanted.endswith(".tflite"):
-        entry = catalog.get(wanted + ".tflite")  # a bare name, as llama.cpp-style clients send
+    entry = catalog.find(wanted)  # a bare name too, as llama.cpp-style clients send
     if entry is None:
         if model_id is None:
             raise ApiError(503, "no_model", f"the default model {wanted} is gone from the "
@@ -87,7 +85,8 @@ def resolve_model(model_id: str | None, catalog: ModelCatalog,
 def no_model_message(config: ServerConfig) -> str:
     where = config.models_dir or "a models directory"
     return (f"no model to run: put a converted model in {where} (pocketlm convert ... -o "
-            f"{where}/model.tflite) or start the server with `pocketlm serve MODEL.tflite`")
+            f"{where}/model.tflite, or model.litertlm) or start the server with `pocketlm "
+            "serve MODEL.tflite` (or a .litertlm bundle)")
 
 
 def plan_completion(body: Any, catalog: ModelCatalog, config: ServerConfig,

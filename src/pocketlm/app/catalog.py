@@ -1,4 +1,9 @@
-"""The models the server may run: the compatible ``.tflite`` files of one directory.
+"""The models the server may run: the compatible ``.tflite`` files and ``.litertlm`` bundles
+of one directory.
+
+A bundle runs in pocketlm's engine through its one TFLite model when pocketlm made it (the
+model carries pocketlm's contract; :mod:`pocketlm.runtime.bundle`); any other bundle is
+listed as not compatible, with why.
 
 Model ids are plain file names inside that directory. A request can only name an id that a
 scan found, and a scan only keeps files whose real path (symlinks resolved) stays inside
@@ -20,12 +25,13 @@ from ..runtime.kvcache import KVCacheModel
 from ..runtime.loader import inspect_model
 from ..tokenizers import Tokenizer, tokenizer_from_bytes
 
-MODEL_SUFFIX = ".tflite"
+MODEL_SUFFIXES = (".tflite", ".litertlm")  # the files a scan lists, in this order of preference
 
 
 @dataclass
 class ModelEntry:
-    """One ``.tflite`` file of the models directory, compatible or not."""
+    """One model file (``.tflite`` or ``.litertlm``) of the models directory, compatible
+    or not."""
 
     id: str
     path: Path
@@ -73,13 +79,13 @@ class ModelCatalog:
         self._lock = threading.Lock()
 
     def scan(self) -> list[ModelEntry]:
-        """Every ``.tflite`` directly in the directory, sorted by name."""
+        """Every ``.tflite`` and ``.litertlm`` directly in the directory, sorted by name."""
         if self.root is None or not self.root.is_dir():
             return []
         with self._lock:
             found: dict[str, ModelEntry] = {}
             for path in sorted(self.root.iterdir()):
-                if path.suffix != MODEL_SUFFIX or not self._inside(path):
+                if path.suffix not in MODEL_SUFFIXES or not self._inside(path):
                     continue
                 try:
                     stat = path.stat()
@@ -95,6 +101,18 @@ class ModelCatalog:
                     found[path.name] = self._inspect(path, stat.st_size, stat.st_mtime)
             self._entries = found
             return list(found.values())
+
+    def find(self, name: str) -> ModelEntry | None:
+        """The entry called ``name``, or, for a name without a model suffix (``tiny``, as
+        llama.cpp-style clients send), ``name.tflite`` or else ``name.litertlm``; None if
+        there is none."""
+        entry = self.get(name)
+        if entry is None and not name.endswith(MODEL_SUFFIXES):
+            for suffix in MODEL_SUFFIXES:
+                entry = self.get(name + suffix)
+                if entry is not None:
+                    break
+        return entry
 
     def get(self, model_id: str) -> ModelEntry | None:
         """The entry called ``model_id``, or None. Never resolves arbitrary paths."""
@@ -147,7 +165,7 @@ class ModelCatalog:
         try:
             found = inspect_model(path)
         except PocketLMError as exc:
-            entry.reason = str(exc).replace(str(path), "it", 1)
+            entry.reason = _reason(str(exc), path)
             return entry
         except Exception as exc:  # a corrupt flatbuffer can fail in many ways
             entry.reason = f"cannot read it: {type(exc).__name__}"
@@ -159,7 +177,25 @@ class ModelCatalog:
             return entry
         entry.tokenizer_blob = found.summary.metadata.get(TOKENIZER_METADATA_KEY)
         if entry.tokenizer_blob is None:
-            entry.reason = "it carries no tokenizer"
+            entry.reason = ("it carries no tokenizer" if found.bundle is None else
+                            "its model carries no pocketlm tokenizer and the bundle no "
+                            "SentencePiece one (pocketlm does not read a bundle's HF "
+                            "tokenizer)")
             return entry
         entry.compatible = True
         return entry
+
+
+# What the runtime says to a CLI user of a bundle it cannot run ("use --engine litert-lm") is
+# no advice for the app, which has one engine: say where such a bundle does run instead.
+_CLI_ADVICE = "use --engine litert-lm"
+_APP_ADVICE = ("the app runs bundles pocketlm made; `pocketlm generate FILE --engine "
+               "litert-lm` runs others")
+
+
+def _reason(message: str, path: Path) -> str:
+    """One line on why ``path`` cannot be served, from the error the runtime raised: the
+    path becomes "it" (the client never sees server paths), CLI advice becomes the app's."""
+    message = message.strip().splitlines()[0] if message.strip() else "cannot read it"
+    message = message.replace(str(path), "it")
+    return message.replace(_CLI_ADVICE, _APP_ADVICE)

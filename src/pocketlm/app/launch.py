@@ -3,7 +3,8 @@
 * no argument: the embedded default model, converted once and cached (the conversion, which
   needs TensorFlow, runs in a child process so the server itself never imports it); the
   cache directory is the models directory;
-* a ``.tflite`` file: that model, its directory is the models directory;
+* a ``.tflite`` file or a ``.litertlm`` bundle: that model, its directory is the models
+  directory;
 * a directory: its first compatible model (by name) is the default.
 
 The address is checked first (:func:`check_bind`), before any model is converted, so a port in
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ContractError, ModelFileError, PocketLMError
-from .catalog import ModelCatalog
+from .catalog import MODEL_SUFFIXES, ModelCatalog
 from .settings import ServerConfig
 
 # Every embedded model is converted (once, then cached) so the model picker offers them all.
@@ -127,8 +128,8 @@ def build_config(args, progress: Callable[[str], None]) -> ServerConfig:
     elif target.is_dir():
         models_dir = models_dir or target
     elif target.is_file():
-        if target.suffix != ".tflite":
-            raise ModelFileError(f"{target} is not a .tflite file")
+        if target.suffix not in MODEL_SUFFIXES:
+            raise ModelFileError(f"{target} is not a .tflite file or a .litertlm bundle")
         models_dir = models_dir or target.parent
         if target.resolve().parent != models_dir.resolve():
             raise PocketLMError(f"{target} is not in the models directory {models_dir}")
@@ -147,8 +148,8 @@ def build_config(args, progress: Callable[[str], None]) -> ServerConfig:
         if first is not None:
             default, reason = first.id, ""
         elif not reason:
-            reason = (f"no compatible .tflite model in {models_dir}: convert one there with "
-                      f"`pocketlm convert ... -o {models_dir}/model.tflite`")
+            reason = (f"no compatible .tflite or .litertlm model in {models_dir}: convert "
+                      f"one there with `pocketlm convert ... -o {models_dir}/model.tflite`")
     try:
         return ServerConfig(host=args.host, port=args.port, models_dir=models_dir,
                             default_model=default, no_model_reason=reason,

@@ -39,8 +39,8 @@ def add_generate(sub) -> None:
     p.add_argument("--no-prompt", action="store_true", help="print only the completion")
     p.add_argument("--stats", action="store_true", help="print timings to stderr")
     p.add_argument("--trust", action="store_true",
-                   help="skip the first-use check that loads the file in a child process "
-                        "(so a corrupt file cannot crash this one)")
+                   help="skip the first-use check that loads the file in a child process, "
+                        "with the engine chosen (so a corrupt file cannot crash this one)")
 
 
 def _read_prompt(arg: str) -> bytes:
@@ -133,7 +133,7 @@ def _generate_litert_lm(args, cfg) -> int:
     """``generate --engine litert-lm``: the bundle through LiteRT-LM (text in, text out)."""
     import time
 
-    from ..runtime.litert_lm_engine import LiteRTLMEngine, Sampling
+    from ..runtime.litert_lm_engine import LiteRTLMEngine, Sampling, check_bundle
 
     for flag, given in (("--context-window", args.context_window is not None),
                         ("--tokenizer", bool(args.tokenizer))):
@@ -146,6 +146,10 @@ def _generate_litert_lm(args, cfg) -> int:
         raise UsageError("the prompt is not valid UTF-8") from None
     if not prompt.strip():
         raise UsageError("the prompt is empty")
+    check_bundle(args.model)
+    if not args.trust:
+        from ..runtime.guard import verify_in_child
+        verify_in_child(args.model, engine="litert-lm")  # a crash of LiteRT-LM stays there
     t0 = time.perf_counter()
     with LiteRTLMEngine(args.model, num_threads=args.threads) as engine:
         loaded = time.perf_counter()
@@ -191,8 +195,8 @@ def add_serve(sub) -> None:
                                 "API (POST /v1/completions, POST /v1/chat/completions, GET "
                                 "/v1/models, GET /health) on "
                                 "127.0.0.1. Needs no TensorFlow for a converted model.")
-    p.add_argument("model", nargs="?", help="a .tflite model or a directory of them "
-                                            "(default: the embedded model)")
+    p.add_argument("model", nargs="?", help="a .tflite model or .litertlm bundle, or a "
+                                            "directory of them (default: the embedded model)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (127.0.0.1: this machine only)")
     p.add_argument("-p", "--port", type=integer(0, 65535), default=8765,

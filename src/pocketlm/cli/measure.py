@@ -71,12 +71,18 @@ def cmd_bench(args) -> int:
     engines = ("pocketlm", "litert-lm") if args.engine == "both" else (args.engine,)
     if "litert-lm" in engines:
         from ..runtime.bundle import is_bundle
-        from ..runtime.litert_lm_engine import _import
+        from ..runtime.guard import verify_in_child
+        from ..runtime.litert_lm_engine import _import, check_bundle
         _import()  # one line now if LiteRT-LM is not installed
         for m in models:
             if not is_bundle(Path(m)):
                 raise UsageError(f"{m} is not a .litertlm bundle: --engine {args.engine} "
                                  "runs bundles (pocketlm convert --format litertlm)")
+        for m in models:
+            check_bundle(m)
+            # LiteRT-LM loads the bundle in-process: a bundle that crashes it is refused here
+            # in one line (a child took the crash), not found out minutes into the runs.
+            verify_in_child(m, engine="litert-lm")
     report = bench(models, BenchConfig(args.runs, args.warmup, args.new_tokens, args.threads),
                    progress=tick, engines=engines)
     for bar in bars.values():

@@ -134,7 +134,8 @@ def tflite_path(path: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.tflite"):
-            old.unlink(missing_ok=True)  # the model of an older version of the bundle
+            if old.name != out.name:  # another process (a server's worker) may be writing it
+                old.unlink(missing_ok=True)  # the model of an older version of the bundle
         atomic_write(out, copy)  # synced, and its large page-cache folios dropped (paths.py)
     except OSError as exc:
         raise ModelFileError(f"cannot unpack {path} into {folder}: {exc.strerror or exc}"

@@ -5,19 +5,29 @@
 so what it prints is what an app embedding LiteRT-LM would show. Its XNNPACK weight cache
 goes into pocketlm's cache folder (``POCKETLM_CACHE``), never beside the model. The Python
 API gives text, not token ids; it feeds the prompt as it is (no prompt template).
+
+LiteRT-LM is C++ and loads the bundle in this process: a corrupt or hostile bundle can crash
+it. Callers that load files they did not make check them first in a child process with
+:func:`pocketlm.runtime.guard.verify_in_child` (``engine="litert-lm"``), as ``pocketlm
+generate`` and ``pocketlm bench`` do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..config import cache_root
 from ..errors import ContractError, ModelFileError
-from .bundle import is_bundle
+from .bundle import is_bundle, read_sections
 from .kvcache import quiet_native_stderr
 
 ENGINE = "litert-lm"
@@ -50,6 +60,71 @@ def _import():
     return litert_lm
 
 
+def check_bundle(path: str | Path) -> Path:
+    """``path`` if LiteRT-LM can be asked to load it: LiteRT-LM is installed and the file is a
+    ``.litertlm`` bundle whose sections lie inside it (read without LiteRT-LM). Raises
+    :class:`ModelFileError` for a file that is not a bundle or is truncated, and
+    :class:`ContractError` when LiteRT-LM is missing (one line each)."""
+    p = Path(path)
+    if not is_bundle(p):
+        raise ModelFileError(f"{p} is not a .litertlm bundle: LiteRT-LM runs bundles "
+                             "(pocketlm convert --format litertlm writes one)")
+    read_sections(p)  # a cut or garbled header: our message, not LiteRT-LM's (or its crash)
+    _import()
+    return p
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _native_log(into: list[str]) -> Iterator[None]:
+    """Keep LiteRT-LM's native chatter on fd 2 off the terminal (unless POCKETLM_VERBOSE),
+    collecting its end in ``into``: the exception LiteRT-LM raises only says "Failed to
+    create LiteRT-LM engine", the log says why."""
+    if os.environ.get("POCKETLM_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        try:
+            os.dup2(log.fileno(), 2)
+            sys.stderr = io.StringIO()  # some of the chatter is routed through sys.stderr
+            yield
+        finally:
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - (256 << 10)))
+            into.append(log.read().decode("utf-8", "replace"))
+
+
+_WHERE = re.compile(r"ERROR: \[[^\]]*\]")  # a source location in LiteRT-LM's status chain
+_LOG_LINE = re.compile(r"^([IWEF]\d{4} |INFO: |WARNING: |VERBOSE: )")
+
+
+def native_reason(log: str) -> str | None:
+    """Why LiteRT-LM refused to create an engine, in one line, from its log: the status
+    chain after "Failed to create engine:" without source locations (``INVALID_ARGUMENT:
+    Failed to load model from buffer: Invalid flatbuffer``); None when the log has none."""
+    start = log.rfind("Failed to create engine: ")
+    if start < 0:
+        return None
+    parts: list[str] = []
+    for line in log[start + len("Failed to create engine: "):].splitlines():
+        if line.startswith("=== Source Location Trace") or (parts and _LOG_LINE.match(line)):
+            break
+        text = _WHERE.sub("", line.strip().lstrip("\u2514").strip()).strip().rstrip(":")
+        if text:
+            parts.append(text.strip())
+    return ": ".join(parts)[:300] or None
+
+
 class LiteRTLMEngine:
     """One ``.litertlm`` bundle loaded in LiteRT-LM. Raises :class:`ContractError` (one
     line) when LiteRT-LM is missing, the file is not a bundle, or LiteRT-LM refuses it."""
@@ -57,21 +132,19 @@ class LiteRTLMEngine:
     kind = ENGINE
 
     def __init__(self, path: str | Path, num_threads: int = 2) -> None:
-        self.path = Path(path)
-        if not is_bundle(self.path):
-            raise ModelFileError(f"{self.path} is not a .litertlm bundle: LiteRT-LM runs "
-                                 "bundles (pocketlm convert --format litertlm writes one)")
+        self.path = check_bundle(path)
         self._lm = _import()
         if not os.environ.get("POCKETLM_VERBOSE"):
             self._lm.set_min_log_severity(self._lm.LogSeverity.ERROR)
+        log: list[str] = []
         try:
-            with quiet_native_stderr():
+            with _native_log(log):
                 self._engine = self._lm.Engine(
                     str(self.path), backend=self._lm.Backend.CPU(thread_count=num_threads),
                     cache_dir=str(engine_cache_dir(self.path)))
         except (RuntimeError, ValueError) as exc:
-            raise ContractError(f"LiteRT-LM cannot load {self.path}: "
-                                f"{str(exc).strip().splitlines()[0]}") from None
+            why = native_reason("".join(log)) or _first_line(exc)
+            raise ContractError(f"LiteRT-LM cannot load {self.path}: {why}") from None
 
     def stream(self, prompt: str, max_new_tokens: int,
                sampling: Sampling = Sampling()) -> Iterator[str]:
@@ -94,13 +167,15 @@ class LiteRTLMEngine:
                 with quiet_native_stderr():
                     session.run_prefill([prompt])
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed on the prompt: {exc}") from None
+                raise ContractError(f"LiteRT-LM failed on the prompt: {_first_line(exc)}"
+                                    ) from None
             try:
                 for response in session.run_decode_async():
                     for text in response.texts:
                         yield text
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed while decoding: {exc}") from None
+                raise ContractError(f"LiteRT-LM failed while decoding: {_first_line(exc)}"
+                                    ) from None
         finally:
             session.close()  # sessions before the engine
 

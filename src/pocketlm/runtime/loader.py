@@ -9,7 +9,8 @@ Kinds, tried in this order:
   * ``unknown``: anything else; loading it lists what the file has.
 
 A ``.litertlm`` bundle (LiteRT-LM's container) is opened through its one TFLite model
-(:mod:`pocketlm.runtime.bundle`): pocketlm's own bundles run here; others are refused with
+(:mod:`pocketlm.runtime.bundle`): pocketlm's own bundles run here (a bundle whose model lost
+pocketlm's tokenizer entry uses the bundle's SentencePiece section); others are refused with
 what they hold (``--engine litert-lm`` runs them).
 """
 
@@ -19,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import CONTRACT_NAME, CONTRACT_VERSION, TOKENIZER_METADATA_KEY, ContractInfo
-from .bundle import is_bundle, tflite_path
-from ..errors import ContractError, TokenizerError
+from .bundle import SP_TOKENIZER, is_bundle, read_section, read_sections, tflite_path
+from ..errors import ContractError, ModelFileError, TokenizerError
 from ..flatbuf import ModelSummary, summarize
 from ..tokenizer import BPETokenizer
-from ..tokenizers import SentencePieceTokenizer
+from ..tokenizers import SentencePieceTokenizer, SpecialTokens
 from ..tokenizers import Tokenizer, tokenizer_from_bytes
 from .kvcache import KVCacheModel, contract_from_metadata
 from .recipe import (ANDROID_CONTRACT_NAME, ANDROID_CONTRACT_VERSION, RecipeModel,
@@ -58,17 +59,29 @@ class Inspection:
 
 
 def inspect_model(path: str | Path) -> Inspection:
-    """Read the flatbuffer (no interpreter) and classify it."""
+    """Read the flatbuffer (no interpreter) and classify it. Raises :class:`ModelFileError`
+    for a file that is not a readable model, :class:`ContractError` for a newer contract or
+    a bundle pocketlm did not make (messages name ``path``, never the unpacked copy)."""
     p = Path(path)
     bundle = None
     if p.is_file() and is_bundle(p):
         bundle, p = p, tflite_path(p)
-    summary = summarize(p)
-    contract = contract_from_metadata(summary.metadata)
+    try:
+        summary = summarize(p)
+        contract = contract_from_metadata(summary.metadata)
+    except ModelFileError as exc:
+        if bundle is None:
+            raise
+        # The copy lives in pocketlm's cache folder: the user knows the bundle.
+        raise type(exc)(str(exc).replace(str(p), f"the TFLite model in {bundle}")) from None
     if bundle is not None and (contract is None or contract.contract != CONTRACT_NAME):
         raise ContractError(f"{bundle} is a .litertlm bundle that pocketlm did not make (its "
                             "model has no pocketlm metadata, so pocketlm's engine cannot run "
                             "it): use --engine litert-lm")
+    if bundle is not None and TOKENIZER_METADATA_KEY not in summary.metadata:
+        blob = bundle_tokenizer(bundle, contract)
+        if blob is not None:
+            summary.metadata[TOKENIZER_METADATA_KEY] = blob
     kind = "unknown"
     # Contracts pocketlm writes: name -> (newest version it reads, kind of runner).
     known = {CONTRACT_NAME: (CONTRACT_VERSION, KVCacheModel.kind),
@@ -84,6 +97,30 @@ def inspect_model(path: str | Path) -> Inspection:
     elif windowed_signature(summary) is not None:
         kind = WindowedModel.kind
     return Inspection(p, kind, summary, contract, bundle)
+
+
+def bundle_tokenizer(bundle: Path, info: ContractInfo) -> bytes | None:
+    """The bundle's own SentencePiece section as a ``pocketlm.tokenizer`` entry, for a
+    pocketlm model whose metadata lost its tokenizer; the contract's start, end and stop ids
+    name its special tokens. None when there is no such section (an HF tokenizer section is
+    not read: pocketlm's BPE needs its own vocabulary and merges). Raises
+    :class:`TokenizerError` when the section is not a SentencePiece model."""
+    section = next((s for s in read_sections(bundle) if s.data_type == SP_TOKENIZER), None)
+    if section is None:
+        return None
+    proto = read_section(bundle, section)
+    try:
+        plain = SentencePieceTokenizer(proto)  # its pieces name the contract's ids
+
+        def piece(i: int | None) -> str | None:
+            return plain.id_to_token(int(i)) if i is not None else None
+
+        special = SpecialTokens(start=piece(info.start_token_id), end=piece(info.end_token_id),
+                                stop=tuple(t for t in map(piece, info.stop_token_ids) if t))
+        return SentencePieceTokenizer(proto, special).to_bytes()
+    except TokenizerError as exc:
+        raise TokenizerError(f"{bundle}: its SentencePiece tokenizer section cannot be "
+                             f"used: {exc}") from None
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
