@@ -30,9 +30,8 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from .config import ModelConfig
 from .contract import LAYOUT_HEADS_FIRST, cache_shape
-from .graph_base import CacheGraph, Part
+from .graph_base import CacheGraph, Part, attention_mask, masked_scores
 
-_NEG_INF = -1e9
 
 
 class BackboneWeights(Mapping):
@@ -129,7 +128,7 @@ class KVCacheGPT2(CacheGraph):
     def _dense(x, w, b):  # x: (T, in) -> (T, out); 2-D keeps it a plain FULLY_CONNECTED
         return tf.matmul(x, w) + b
 
-    def _attention(self, x, layer, k_cache, v_cache, input_pos, allowed):
+    def _attention(self, x, layer, k_cache, v_cache, input_pos, mask):
         c, t = self.config, tf.shape(x)[0]
         h, dh = c.num_heads, c.head_dim
         qkv = self._dense(x, layer["qkv_w"], layer["qkv_b"])  # (T, 3D)
@@ -140,14 +139,7 @@ class KVCacheGPT2(CacheGraph):
         k_cache = xla.dynamic_update_slice(k_cache, k, start)  # (1, H, S, Dh)
         v_cache = xla.dynamic_update_slice(v_cache, v, start)
         scores = tf.matmul(q, k_cache, transpose_b=True) * (1.0 / math.sqrt(dh))  # (1,H,T,S)
-        if self.relative_mask:
-            # Full-int8 quantizes the masked scores too: a -1e9 fill would set the int8 scale
-            # so coarse that every real score rounds to the same value. A fill 16 below the
-            # row's smallest score keeps the range tight and still weighs < e^-16.
-            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - 16.0
-            scores = tf.where(allowed, scores, floor)
-        else:
-            scores = tf.where(allowed, scores, _NEG_INF)
+        scores = masked_scores(scores, mask, self.relative_mask)
         probs = tf.nn.softmax(scores, axis=-1)
         out = tf.matmul(probs, v_cache)  # (1, H, T, Dh)
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [t, c.hidden_dim])
@@ -168,12 +160,12 @@ class KVCacheGPT2(CacheGraph):
             x = first
         # Causal mask from int32 positions (a float mask breaks full-int8 quantization).
         allowed = tf.range(self.seq, dtype=tf.int32)[None, :] <= positions[:, None]  # (T, S)
-        allowed = allowed[None, None]  # (1, 1, T, S)
+        mask = attention_mask(allowed[None, None], self.relative_mask)  # (1, 1, T, S)
         new_caches = []
         for i, layer in enumerate(self.layers):
             a, k, v = self._attention(self._layer_norm(x, layer["ln1_g"], layer["ln1_b"]),
                                       layer, caches[2 * i], caches[2 * i + 1], input_pos,
-                                      allowed)
+                                      mask)
             x = x + a
             m = self._layer_norm(x, layer["ln2_g"], layer["ln2_b"])
             m = tf.nn.gelu(self._dense(m, layer["fc_w"], layer["fc_b"]), approximate=True)

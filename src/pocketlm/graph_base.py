@@ -28,6 +28,33 @@ import tensorflow as tf
 from .contract import HIDDEN, INPUT_POS, LOGITS, TOKENS, cache_name_pairs
 
 
+NEG_INF = -1e9  # a masked score: e^-1e9 is exactly 0 after softmax in float32
+
+
+def attention_mask(allowed, relative: bool):
+    """What :func:`masked_scores` adds or selects with, from ``allowed`` (bool, any shape
+    that broadcasts against the scores).
+
+    Float and dynamic modes get an additive mask (0 or :data:`NEG_INF`), built once per
+    call and added to each layer's scores: XNNPACK runs the ADD, whereas a SELECT_V2 per
+    layer falls back to LiteRT's own kernel and splits XNNPACK's graph at every layer
+    (docs/benchmarks.md measures it). ``relative`` (full-int8) keeps ``allowed``."""
+    return allowed if relative else tf.where(allowed, 0.0, NEG_INF)
+
+
+def masked_scores(scores, mask, relative: bool):
+    """Attention scores with the disallowed cache rows masked out (``mask`` from
+    :func:`attention_mask`).
+
+    Full-int8 (``relative``) quantizes the masked scores too: a -1e9 fill would make the
+    int8 scale so coarse that every real score rounds to the same value, so disallowed rows
+    get a fill 16 below the row's smallest score (weight < e^-16), a tight range."""
+    if not relative:
+        return scores + mask
+    floor = tf.reduce_min(scores, axis=-1, keepdims=True) - 16.0
+    return tf.where(mask, scores, floor)
+
+
 @dataclass(frozen=True)
 class Part:
     """Layers ``[first, last)`` of a model with ``num_layers`` layers."""

@@ -35,9 +35,8 @@ from tensorflow.compiler.tf2xla.python import xla  # noqa: E402
 from .contract import LAYOUT_HEADS_FIRST, cache_shape  # noqa: E402
 from .decoder_spec import GELU_TANH, decoder_spec, final_norm_key, layer_weights  # noqa: E402
 from .families import Family  # noqa: E402
-from .graph_base import CacheGraph, Part  # noqa: E402
+from .graph_base import CacheGraph, Part, attention_mask, masked_scores  # noqa: E402
 
-_NEG_INF = -1e9
 _EMBEDDINGS, _HEAD = "token_embedding/embeddings", "token_embedding/reverse_embeddings"
 
 
@@ -145,7 +144,7 @@ class DecoderGraph(CacheGraph):
         x1, x2 = tf.split(x, 2, axis=-1)
         return tf.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
-    def _attention(self, x, layer, k_cache, v_cache, input_pos, cos, sin, allowed):
+    def _attention(self, x, layer, k_cache, v_cache, input_pos, cos, sin, mask):
         s, t = self.spec, tf.shape(x)[0]
         h, kv, dh, g = s.num_heads, s.num_kv_heads, s.head_dim, s.group
         qkv = tf.matmul(x, layer["qkv"])  # (T, (H + 2 KV) Dh)
@@ -168,13 +167,7 @@ class DecoderGraph(CacheGraph):
         scores = tf.matmul(q, k_cache, transpose_b=True)  # (1, KV, T G, S)
         if s.attention_soft_cap is not None:
             scores = tf.tanh(scores / s.attention_soft_cap) * s.attention_soft_cap
-        if self.relative_mask:
-            # Full-int8 quantizes the masked scores too: fill 16 below the row's minimum,
-            # not -1e9, so the int8 scale stays fine (see graph.py).
-            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - 16.0
-            scores = tf.where(allowed, scores, floor)
-        else:
-            scores = tf.where(allowed, scores, _NEG_INF)
+        scores = masked_scores(scores, mask, self.relative_mask)
         out = tf.matmul(tf.nn.softmax(scores, axis=-1), v_cache)  # (1, KV, T G, Dh)
         out = tf.transpose(tf.reshape(out, [kv, t, g * dh]), [1, 0, 2])
         return tf.matmul(tf.reshape(out, [t, h * dh]), layer["o"]), k_cache, v_cache
@@ -200,7 +193,8 @@ class DecoderGraph(CacheGraph):
         return tf.cos(angles)[:, None, :], tf.sin(angles)[:, None, :]
 
     def _masks(self, positions) -> dict:
-        """Allowed (query row, cache row) pairs, ``(1, 1, T G, S)`` bool, per window size."""
+        """Masks of the allowed (query row, cache row) pairs, ``(1, 1, T G, S)``, per window
+        size (:func:`~pocketlm.graph_base.attention_mask`)."""
         g = self.spec.group
         rows = tf.reshape(tf.tile(positions[:, None], [1, g]), [-1])[:, None]  # (T G, 1)
         keys = tf.range(self.seq, dtype=tf.int32)[None, :]
@@ -210,7 +204,7 @@ class DecoderGraph(CacheGraph):
             # A window as long as the cache hides nothing: no op for it.
             masks[w] = masks[None] if w >= self.seq else \
                 tf.logical_and(causal, keys > rows - w)[None, None]
-        return masks
+        return {w: attention_mask(m, self.relative_mask) for w, m in masks.items()}
 
     def forward(self, first, input_pos, caches):
         """Hidden states (T, D) of ``first`` (tokens [1, T], or the previous part's hidden

@@ -41,24 +41,34 @@ def contract_from_metadata(metadata: dict[str, bytes]) -> ContractInfo | None:
 
 
 @contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence LiteRT's native INFO/WARNING chatter on fd 2 (plugin discovery, accelerator
-    registry), unless POCKETLM_VERBOSE is set. Errors still arrive as Python exceptions."""
+def native_stderr_to(fd: int) -> Iterator[None]:
+    """Point fd 2 (where LiteRT's C++ logs) and ``sys.stderr`` at ``fd`` for the block,
+    unless POCKETLM_VERBOSE is set. Errors still arrive as Python exceptions."""
     if os.environ.get("POCKETLM_VERBOSE"):
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
     python_stderr = sys.stderr
     try:
-        os.dup2(devnull, 2)
+        os.dup2(fd, 2)
         sys.stderr = io.StringIO()  # some of the chatter is routed through sys.stderr
         yield
     finally:
         sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence LiteRT's native INFO/WARNING chatter on fd 2 (plugin discovery, accelerator
+    registry), unless POCKETLM_VERBOSE is set."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with native_stderr_to(devnull):
+            yield
+    finally:
         os.close(devnull)
 
 
@@ -99,10 +109,12 @@ def _compiled_model(path: Path, num_threads: int, weight_cache: str):
     from ai_edge_litert.options import Options
 
     global _ENVIRONMENT
+    # XNNPACK's flags stay LiteRT's defaults: LiteRT-LM's choice (defaults plus
+    # ENABLE_LATEST_OPERATORS, 0x40) and three other sets measured no different here
+    # (docs/benchmarks.md); POCKETLM_XNNPACK_FLAGS overrides them for such measurements.
     flags = os.environ.get("POCKETLM_XNNPACK_FLAGS")
     cpu = CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=weight_cache,
-                     xnnpack_flags=int(flags, 0) if flags else None,
-                     enable_ynnpack=os.environ.get("POCKETLM_YNNPACK") == "1")
+                     xnnpack_flags=int(flags, 0) if flags else None)
     options = Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
     try:
         if _ENVIRONMENT is None:

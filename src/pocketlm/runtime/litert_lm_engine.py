@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Iterator
 from ..config import cache_root
 from ..errors import ContractError, ModelFileError
 from .bundle import is_bundle, read_sections
-from .kvcache import quiet_native_stderr
+from .kvcache import native_stderr_to, quiet_native_stderr
 
 ENGINE = "litert-lm"
 
@@ -84,21 +82,11 @@ def _native_log(into: list[str]) -> Iterator[None]:
     """Keep LiteRT-LM's native chatter on fd 2 off the terminal (unless POCKETLM_VERBOSE),
     collecting its end in ``into``: the exception LiteRT-LM raises only says "Failed to
     create LiteRT-LM engine", the log says why."""
-    if os.environ.get("POCKETLM_VERBOSE"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    python_stderr = sys.stderr
     with tempfile.TemporaryFile() as log:
         try:
-            os.dup2(log.fileno(), 2)
-            sys.stderr = io.StringIO()  # some of the chatter is routed through sys.stderr
-            yield
+            with native_stderr_to(log.fileno()):
+                yield
         finally:
-            sys.stderr = python_stderr
-            os.dup2(saved, 2)
-            os.close(saved)
             size = log.seek(0, os.SEEK_END)
             log.seek(max(0, size - (256 << 10)))
             into.append(log.read().decode("utf-8", "replace"))
