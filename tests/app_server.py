@@ -222,3 +222,21 @@ def tree_rss(pid: int) -> int:
             continue  # exited meanwhile
         todo += _children(p)
     return total
+
+
+def served(target, tmp_path_factory, *args: str):
+    """Body of a module-scoped ``server`` fixture: ``yield from served(mdir, tmp_path_factory)``
+    starts ``pocketlm serve target *args`` and stops it when the module is done."""
+    srv = Server.start(target, tmp_path_factory.mktemp("server"), *args)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def openai_client(server: Server):
+    """The official openai client pointed at ``server`` (no retries, 60 s timeout)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"http://{server.host}:{server.port}/v1", api_key="none",
+                         max_retries=0, timeout=60)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .app_server import Server, models_dir, open_stream, text_of, wait_for
+from .app_server import Server, models_dir, open_stream, served, text_of, wait_for
 from .conftest import REPO
 
 PROMPT = "Once upon a time there was a quiet village by the sea, and"
@@ -28,9 +28,7 @@ def mdir(tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(mdir, tmp_path_factory):
-    srv = Server.start(mdir, tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.stop()
+    yield from served(mdir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

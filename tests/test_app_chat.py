@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from .app_server import Server
+from .app_server import Server, openai_client
 from .conftest import needs_convert
 
 openai = pytest.importorskip("openai", reason="needs the official client: pip install openai")
@@ -86,8 +86,7 @@ def server(mdir, blocked, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=f"http://{server.host}:{server.port}/v1", api_key="none",
-                         max_retries=0, timeout=60)
+    return openai_client(server)
 
 
 def post(server, body: dict) -> tuple[int, dict]:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from .app_server import Server
+from .app_server import Server, openai_client, served
 from .conftest import REPO, needs_convert
 from .tiny_bundles import build, damaged, tiny_bundle, without_metadata
 
@@ -75,15 +75,12 @@ def mdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(mdir, tmp_path_factory):
-    srv = Server.start(mdir, tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.stop()
+    yield from served(mdir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=f"http://{server.host}:{server.port}/v1", api_key="none",
-                         max_retries=0, timeout=60)
+    return openai_client(server)
 
 
 def _generate_cli(path) -> str:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from .app_server import Server, models_dir
+from .app_server import Server, models_dir, openai_client, served
 
 openai = pytest.importorskip("openai", reason="needs the official client: pip install openai")
 
@@ -26,9 +26,7 @@ def mdir(tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(mdir, tmp_path_factory):
-    srv = Server.start(mdir, tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.stop()
+    yield from served(mdir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +38,7 @@ def model(mdir):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=f"http://{server.host}:{server.port}/v1", api_key="none",
-                         max_retries=0, timeout=60)
+    return openai_client(server)
 
 
 def raw(server, text: str) -> tuple[int, dict]:
