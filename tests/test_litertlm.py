@@ -198,3 +198,25 @@ def test_bench_worker_and_decode_bytes_read_a_bundle(bundles):
     report = worker(str(bundle), BenchConfig(runs=1, warmup=0, new_tokens=4, threads=1))
     assert report["decode_weight_mb"] * 2**20 == decode_weight_bytes(tflite)
     assert len(report["runs"]) == 1
+
+
+@needs_litert_lm
+def test_bench_both_engines_takes_the_ratio_in_one_process(bundles, monkeypatch, tmp_path):
+    """`pocketlm bench FILE --engine both`: each engine in its own process for load, TTFT and
+    RSS, and the decode ratio from both engines run alternately in one child process."""
+    from pocketlm.bench import BenchConfig, bench, engine_ratios, to_markdown
+
+    monkeypatch.setenv("POCKETLM_CACHE", str(tmp_path / "cache"))
+    _, _, bundle = bundles["gpt2"]
+    report = bench([str(bundle)], BenchConfig(runs=3, warmup=0, new_tokens=8, threads=1),
+                   engines=("pocketlm", "litert-lm"))
+    ours = next(r for r in report["results"] if r["engine"] == "pocketlm")
+    one = ours["paired_with_litert_lm"]
+    assert one["runs"] == 3 and len(one["litert_lm_tok_s"]) == 3
+    ratios = [a / b for a, b in zip(one["pocketlm_tok_s"], one["litert_lm_tok_s"])]
+    assert one["ratio"]["min"] == min(ratios) and one["ratio"]["max"] == max(ratios)
+    assert all(x > 0 for x in one["pocketlm_tok_s"] + one["litert_lm_tok_s"])
+    (name, separate, paired), = engine_ratios(report)
+    assert name == bundle.name and separate > 0 and paired is one
+    line = next(x for x in to_markdown(report).splitlines() if "as fast as LiteRT-LM" in x)
+    assert f"{one['ratio']['median']:.2f}x" in line and "both in one process, 3 alternating" in line

@@ -110,86 +110,6 @@ def worker(path: str, cfg: BenchConfig) -> dict:
             "quantization": getattr(model, "info", None) and model.info.quantization}
 
 
-def worker_litert_lm(path: str, cfg: BenchConfig) -> dict:
-    """The same workload through LiteRT-LM (a ``.litertlm`` bundle): the standard prompt as
-    text (LiteRT-LM tokenizes it and prepends the bundle's start token), greedy, timings
-    from LiteRT-LM's own benchmark info. It stops at a stop token, so ``new_tokens`` are
-    counted, not assumed; the long-prompt TTFT uses the prompt repeated to ~128 tokens."""
-    import litert_lm
-
-    from .runtime.litert_lm_engine import engine_cache_dir
-
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-    rss_before = _rss_mb()
-    t0 = time.perf_counter()
-    engine = litert_lm.Engine(path, backend=litert_lm.Backend.CPU(thread_count=cfg.threads),
-                              cache_dir=str(engine_cache_dir(Path(path))),
-                              enable_benchmark=True)
-    load_s = time.perf_counter() - t0
-    greedy = litert_lm.SamplerConfig(top_k=1, temperature=1.0, seed=0)
-    # The long prompt: ~128 tokens, or fewer where the bundle holds fewer (LiteRT-LM refuses a
-    # prompt past max_num_tokens). Words are added while the prompt still fits.
-    limit = min(LONG_PROMPT_TOKENS, _bundle_max_tokens(path) - 2)
-    words, long_text = (PROMPT_TEXT + " ") * 40, PROMPT_TEXT
-    for i in range(len(words.split())):
-        candidate = " ".join(words.split()[:i + 1])
-        if len(engine.tokenize(candidate)) > limit:
-            break
-        long_text = candidate
-
-    def run(text: str, tokens: int):
-        session = engine.create_session(apply_prompt_template=False, sampler_config=greedy,
-                                        max_output_tokens=tokens)
-        try:
-            t = time.perf_counter()
-            session.run_prefill([text])
-            session.run_decode()
-            return session.get_benchmark_info(), time.perf_counter() - t
-        finally:
-            session.close()
-
-    def one() -> dict[str, float]:
-        info, total = run(PROMPT_TEXT, cfg.new_tokens)
-        long_info, _ = run(long_text, 1)
-        return {"ttft_10_s": info.time_to_first_token_in_second,
-                "ttft_128_s": long_info.time_to_first_token_in_second,
-                "decode_tok_s": info.last_decode_tokens_per_second, "total_100_s": total,
-                "new_tokens": float(info.last_decode_token_count)}
-
-    t0 = time.perf_counter()
-    for _ in range(cfg.warmup):
-        one()
-    warmup_s = time.perf_counter() - t0
-    runs = []
-    for i in range(cfg.runs):
-        runs.append(one())
-        print(f"PROGRESS {i + 1}/{cfg.runs}", file=sys.stderr, flush=True)
-    engine.close()
-    return {"model": path, "engine": "litert-lm", "file_mb": os.path.getsize(path) / 2**20,
-            "load_s": load_s, "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
-            "rss_before_load_mb": rss_before, "quantization": _bundle_quantization(path)}
-
-
-def _bundle_max_tokens(path: str) -> int:
-    """``max_num_tokens`` of a pocketlm bundle (LONG_PROMPT_TOKENS + 2 for other bundles)."""
-    try:
-        from .runtime.loader import inspect_model
-        info = inspect_model(path).contract
-        return int(info.max_num_tokens) if info else LONG_PROMPT_TOKENS + 2
-    except Exception:  # noqa: BLE001 - a sizing hint only
-        return LONG_PROMPT_TOKENS + 2
-
-
-def _bundle_quantization(path: str) -> str:
-    """The quantization a pocketlm bundle's metadata names ("?" for other bundles)."""
-    try:
-        from .runtime.loader import inspect_model
-        info = inspect_model(path).contract
-        return info.quantization if info else "?"
-    except Exception:  # noqa: BLE001 - a label only; the benchmark itself reports errors
-        return "?"
-
-
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -198,11 +118,21 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None,
           engines: tuple[str, ...] = ("pocketlm",)) -> dict:
     """Measure every model with every engine (``pocketlm``, ``litert-lm``), each in a child
     process; returns a JSON-ready report."""
+    from .bench_litert_lm import bench_litert_lm, paired
+    from .runtime.bundle import is_bundle
+
     results = []
     jobs = [(path, engine) for path in paths for engine in engines]
+    if {"pocketlm", "litert-lm"} <= set(engines):  # and the ratio, from one process
+        jobs += [(path, "paired") for path in paths if is_bundle(Path(path))]
     for n, (path, engine) in enumerate(jobs, 1):
         if engine == "litert-lm":
-            results.append(_bench_litert_lm(path, cfg, progress, n, len(jobs)))
+            results.append(bench_litert_lm(path, cfg, progress, n, len(jobs)))
+            continue
+        if engine == "paired":
+            ours = [r for r in results if r["model"] == path and r.get("engine") == "pocketlm"]
+            if ours:
+                ours[0]["paired_with_litert_lm"] = paired(path, cfg, progress, n, len(jobs))
             continue
         # A first load packs the weights for XNNPACK and caches them; loads after that map
         # the cache. Prime it in a throwaway process and report both load times.
@@ -243,39 +173,27 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None,
             "results": results}
 
 
-def _bench_litert_lm(path: str, cfg: BenchConfig, progress, n: int, total: int) -> dict:
-    from .runtime.bundle import is_bundle
-
-    if not is_bundle(Path(path)):
-        return {"model": path, "engine": "litert-lm",
-                "error": "LiteRT-LM runs .litertlm bundles (convert --format litertlm)"}
-    cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--engine", "litert-lm",
-           "--runs", str(cfg.runs), "--warmup", str(cfg.warmup), "--new-tokens",
-           str(cfg.new_tokens), "--threads", str(cfg.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("PROGRESS") and progress:
-            done, runs = map(int, line.split()[1].split("/"))
-            progress(path, n, total, done, runs)
-    out, _ = proc.communicate()
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return {"model": path, "engine": "litert-lm",
-                "error": f"LiteRT-LM benchmark process exited with {proc.returncode}"}
-    raw = json.loads(lines[-1])
-    raw["first_load_s"] = None
-    raw["summary"] = {k: _summary([r[k] for r in raw["runs"]]) for k in raw["runs"][0]}
-    return raw
-
-
-def engine_ratios(report: dict) -> list[tuple[str, float]]:
-    """(file name, pocketlm decode tok/s / LiteRT-LM's) for each file run by both."""
+def engine_ratios(report: dict) -> list[tuple[str, float, dict | None]]:
+    """(file name, pocketlm decode tok/s / LiteRT-LM's from their separate processes, the
+    one-process comparison's summary or None) for each file run by both engines."""
     by = {(r["model"], r.get("engine", "pocketlm")): r for r in report["results"]
           if "summary" in r}
     return [(Path(m).name, r["summary"]["decode_tok_s"]["median"] /
-             by[(m, "litert-lm")]["summary"]["decode_tok_s"]["median"])
+             by[(m, "litert-lm")]["summary"]["decode_tok_s"]["median"],
+             r.get("paired_with_litert_lm"))
             for (m, e), r in by.items() if e == "pocketlm" and (m, "litert-lm") in by]
+
+
+def _ratio_line(name: str, separate: float, one: dict | None) -> str:
+    if not one or "ratio" not in one:
+        why = f" (the one-process comparison failed: {one['error']})" if one else ""
+        return (f"\n{name}: pocketlm decodes {separate:.2f}x as fast as LiteRT-LM (same file, "
+                f"separate processes){why}.")
+    q = one["ratio"]
+    return (f"\n{name}: pocketlm decodes {q['median']:.2f}x as fast as LiteRT-LM (same file, "
+            f"both in one process, {one['runs']} alternating runs, {q['min']:.2f}-"
+            f"{q['max']:.2f}; {separate:.2f}x from the separate processes above, which drift "
+            "on a shared machine).")
 
 
 def machine_info() -> dict:
@@ -315,8 +233,7 @@ def to_markdown(report: dict) -> str:
     w = report["workload"]
     m = report["machine"]
     bound = bandwidth_bounds(report)
-    ratios = "".join(f"\n{name}: pocketlm decodes {x:.2f}x as fast as LiteRT-LM (same file, "
-                     "same run)." for name, x in engine_ratios(report))
+    ratios = "".join(_ratio_line(*r) for r in engine_ratios(report))
     if ratios:
         ratios += " LiteRT-LM's times are its own benchmark info; it stops at a stop token.\n"
     return "\n".join(rows) + ratios + bound + (
@@ -402,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--new-tokens", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--engine", choices=["pocketlm", "litert-lm"], default="pocketlm")
+    p.add_argument("--engine", choices=["pocketlm", "litert-lm", "paired"], default="pocketlm")
     a = p.parse_args(argv)
     cfg = BenchConfig(a.runs, a.warmup, a.new_tokens, a.threads)
-    run = worker_litert_lm if a.engine == "litert-lm" else worker
+    from .bench_litert_lm import paired_worker, worker_litert_lm
+
+    run = {"litert-lm": worker_litert_lm, "paired": paired_worker}.get(a.engine, worker)
     print(json.dumps(run(a.worker, cfg)), flush=True)
     return 0
 
