@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 
 from .config import DEFAULT_SEQUENCE_LENGTH, ModelConfig  # noqa: E402
-from .errors import ConfigError, PresetError  # noqa: E402
+from .errors import ConfigError, PresetError, first_line  # noqa: E402
 from .families import BPE, SPM, Family, family_for_task, get_family  # noqa: E402
 from .presets import check_preset  # noqa: E402
 from .tokenizers import (BytePairTokenizer, SentencePieceTokenizer, SpecialTokens,  # noqa: E402
@@ -173,7 +173,7 @@ def load_causal_lm(preset: str | Path, sequence_length: int = DEFAULT_SEQUENCE_L
         hint = "" if kind == "directory" else (
             " (KerasHub presets are downloaded on first use: check the name and the network,"
             " or pass a local preset directory)")
-        raise PresetError(f"cannot load preset {name!r}: {_first_line(exc)}{hint}") from exc
+        raise PresetError(f"cannot load preset {name!r}: {first_line(exc)}{hint}") from exc
     return _wrap(lm, name, notes)
 
 
@@ -245,11 +245,6 @@ def _vocabulary(ktok) -> set[str]:
         return set(ktok.get_vocabulary())
     except Exception:  # tokenizers without a vocabulary list
         return set()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def keras_scorer(authored: AuthoredModel):

@@ -61,3 +61,13 @@ class UsageError(PocketLMError):
     """A command-line value or path is unusable (out of range, missing, a directory...)."""
 
     exit_code = 2
+
+
+def first_line(error: BaseException | str, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (native engines write several
+    lines: a status chain, log lines), stripped and cut at ``limit`` characters; the
+    exception's class name when the message is empty."""
+    text = str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    fallback = type(error).__name__ if isinstance(error, BaseException) else "no message"
+    return (lines[0] if lines else fallback)[:limit]

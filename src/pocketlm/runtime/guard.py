@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ..config import cache_root
-from ..errors import ContractError, ModelFileError, PocketLMError
+from ..errors import ContractError, ModelFileError, PocketLMError, first_line
 from ..paths import check_model_file
 
 _OK = "POCKETLM-GUARD-OK"
@@ -81,7 +81,7 @@ def verify_in_child(path: str | Path, tokenizer: str | None = None,
             info = json.loads(line[len(_ERR):])
             cls = {"ContractError": ContractError, "ModelFileError": ModelFileError}.get(
                 info["type"], PocketLMError)
-            raise cls(_one_line(info["message"]))
+            raise cls(first_line(info["message"]))
     if _OK not in proc.stdout:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelFileError(f"{p} could not be loaded (exit {proc.returncode}: {tail})")
@@ -91,13 +91,6 @@ def verify_in_child(path: str | Path, tokenizer: str | None = None,
             marker.write_text(str(p.resolve()))
         except OSError:
             pass  # a read-only cache only costs the check again next time
-
-
-def _one_line(message: str, limit: int | None = None) -> str:
-    """The first non-empty line of a message (native engines write several), cut at
-    ``limit`` characters."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return (lines[0] if lines else "no message")[:limit]
 
 
 def _child(argv: list[str]) -> int:
@@ -127,7 +120,7 @@ def _child(argv: list[str]) -> int:
         print(_ERR + json.dumps({"type": type(exc).__name__, "message": str(exc)}), flush=True)
         return 0
     except Exception as exc:  # anything else from LiteRT: the file is not usable
-        why = _one_line(str(exc) or type(exc).__name__, 300)
+        why = first_line(exc, 300)
         print(_ERR + json.dumps({"type": "ModelFileError",
                                  "message": f"{args.model} could not be run: {why}"}),
               flush=True)

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import Quantization, cache_root
 from ..contract import (DECODE, INPUT_POS, LAST_INDEX, LOGITS, METADATA_KEY, SCORE,
                         TOKENIZER_METADATA_KEY, TOKENS, ContractInfo, cache_names)
-from ..errors import ContractError, RuntimeFailure
+from ..errors import ContractError, RuntimeFailure, first_line
 from ..tokenizers import Tokenizer, tokenizer_from_bytes
 from .contract_check import validate_contract
 
@@ -130,7 +130,7 @@ def _compiled_model(path: Path, num_threads: int, weight_cache: str):
                 atexit.register(lambda: os.dup2(os.open(os.devnull, os.O_WRONLY), 2))
         return CompiledModel.from_file(str(path), environment=_ENVIRONMENT, options=options)
     except (ValueError, RuntimeError) as exc:
-        raise ContractError(f"LiteRT cannot load {path}: {str(exc).strip().splitlines()[0]}")
+        raise ContractError(f"LiteRT cannot load {path}: {first_line(exc)}")
 
 
 class _Signature:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import cache_root
-from ..errors import ContractError, ModelFileError
+from ..errors import ContractError, ModelFileError, first_line
 from .bundle import is_bundle, read_sections
 from .kvcache import native_stderr_to, quiet_native_stderr
 
@@ -70,11 +70,6 @@ def check_bundle(path: str | Path) -> Path:
     read_sections(p)  # a cut or garbled header: our message, not LiteRT-LM's (or its crash)
     _import()
     return p
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -131,7 +126,7 @@ class LiteRTLMEngine:
                     str(self.path), backend=self._lm.Backend.CPU(thread_count=num_threads),
                     cache_dir=str(engine_cache_dir(self.path)))
         except (RuntimeError, ValueError) as exc:
-            why = native_reason("".join(log)) or _first_line(exc)
+            why = native_reason("".join(log)) or first_line(exc)
             raise ContractError(f"LiteRT-LM cannot load {self.path}: {why}") from None
 
     def stream(self, prompt: str, max_new_tokens: int,
@@ -155,14 +150,14 @@ class LiteRTLMEngine:
                 with quiet_native_stderr():
                     session.run_prefill([prompt])
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed on the prompt: {_first_line(exc)}"
+                raise ContractError(f"LiteRT-LM failed on the prompt: {first_line(exc)}"
                                     ) from None
             try:
                 for response in session.run_decode_async():
                     for text in response.texts:
                         yield text
             except RuntimeError as exc:
-                raise ContractError(f"LiteRT-LM failed while decoding: {_first_line(exc)}"
+                raise ContractError(f"LiteRT-LM failed while decoding: {first_line(exc)}"
                                     ) from None
         finally:
             session.close()  # sessions before the engine
