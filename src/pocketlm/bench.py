@@ -110,7 +110,28 @@ def worker(path: str, cfg: BenchConfig) -> dict:
             "quantization": getattr(model, "info", None) and model.info.quantization}
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def run_child(cmd: list[str], path: str, progress, n: int, total: int):
+    """Run a benchmark child, passing its ``PROGRESS done/runs`` lines to ``progress``."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("PROGRESS") and progress:
+            done, runs = map(int, line.split()[1].split("/"))
+            progress(path, n, total, done, runs)
+    out, _ = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def worker_cmd(path: str, cfg: BenchConfig, engine: str = "pocketlm") -> list[str]:
+    """The command of a benchmark child (``python -m pocketlm.bench --worker``)."""
+    return [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--engine", engine,
+            "--runs", str(cfg.runs), "--warmup", str(cfg.warmup), "--new-tokens",
+            str(cfg.new_tokens), "--threads", str(cfg.threads)]
+
+
+def _summary(values
+
+: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -136,26 +157,16 @@ def bench(paths: list[str], cfg: BenchConfig, progress=None,
             continue
         # A first load packs the weights for XNNPACK and caches them; loads after that map
         # the cache. Prime it in a throwaway process and report both load times.
-        prime = subprocess.run([sys.executable, "-m", "pocketlm.bench", "--worker", path,
-                                "--runs", "0", "--warmup", "0", "--threads",
-                                str(cfg.threads)], capture_output=True, text=True)
+        prime = subprocess.run(worker_cmd(path, BenchConfig(0, 0, cfg.new_tokens, cfg.threads)),
+                               capture_output=True, text=True)
         first_load = (json.loads(prime.stdout.strip().splitlines()[-1])["load_s"]
                       if prime.returncode == 0 and prime.stdout.strip() else None)
-        cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--runs", str(cfg.runs),
-               "--warmup", str(cfg.warmup), "--new-tokens", str(cfg.new_tokens),
-               "--threads", str(cfg.threads)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("PROGRESS") and progress:
-                done, total = map(int, line.split()[1].split("/"))
-                progress(path, n, len(jobs), done, total)
-        out, _ = proc.communicate()
+        proc = run_child(worker_cmd(path, cfg), path, progress, n, len(jobs))
         if proc.returncode != 0:
             results.append({"model": path, "error": f"benchmark process exited with "
                                                     f"{proc.returncode}"})
             continue
-        raw = json.loads(out.strip().splitlines()[-1])
+        raw = json.loads(proc.stdout.strip().splitlines()[-1])
         raw["first_load_s"] = first_load
         # The machine's streaming rate right after this model ran: a shared machine's
         # bandwidth drifts between models (40-80 GB/s measured here within minutes).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,35 @@ from pathlib import Path
 import numpy as np
 
 from .bench import (LONG_PROMPT_TOKENS, PROMPT_TEXT, BenchConfig, _rss_mb, _summary,
-                    prompt_ids)
+                    prompt_ids, run_child, worker_cmd)
 
 
-def _child(cmd: list[str], path: str, progress, n: int, total: int):
-    """Run a benchmark child, passing its ``PROGRESS done/runs`` lines to ``progress``."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("PROGRESS") and progress:
-            done, runs = map(int, line.split()[1].split("/"))
-            progress(path, n, total, done, runs)
-    out, _ = proc.communicate()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+def _open_engine(path: str, threads: int):
+    """``path`` loaded in LiteRT-LM on the CPU (its XNNPACK cache in pocketlm's cache
+    folder, benchmark info on), and LiteRT-LM's greedy sampler settings."""
+    import litert_lm
+
+    from .runtime.litert_lm_engine import engine_cache_dir
+
+    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+    engine = litert_lm.Engine(path, backend=litert_lm.Backend.CPU(thread_count=threads),
+                              cache_dir=str(engine_cache_dir(Path(path))),
+                              enable_benchmark=True)
+    return engine, litert_lm.SamplerConfig(top_k=1, temperature=1.0, seed=0)
+
+
+def _greedy_run(engine, greedy, text: str, tokens: int):
+    """One session: prefill ``text`` (no prompt template), decode up to ``tokens`` tokens;
+    LiteRT-LM's benchmark info and the wall time of the two calls, seconds."""
+    session = engine.create_session(apply_prompt_template=False, sampler_config=greedy,
+                                    max_output_tokens=tokens)
+    try:
+        t = time.perf_counter()
+        session.run_prefill([text])
+        session.run_decode()
+        return session.get_benchmark_info(), time.perf_counter() - t
+    finally:
+        session.close()
 
 
 def worker_litert_lm(path: str, cfg: BenchConfig) -> dict:
@@ -42,21 +57,15 @@ def worker_litert_lm(path: str, cfg: BenchConfig) -> dict:
     text (LiteRT-LM tokenizes it and prepends the bundle's start token), greedy, timings
     from LiteRT-LM's own benchmark info. It stops at a stop token, so ``new_tokens`` are
     counted, not assumed; the long-prompt TTFT uses the prompt repeated to ~128 tokens."""
-    import litert_lm
-
-    from .runtime.litert_lm_engine import engine_cache_dir
-
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
     rss_before = _rss_mb()
     t0 = time.perf_counter()
-    engine = litert_lm.Engine(path, backend=litert_lm.Backend.CPU(thread_count=cfg.threads),
-                              cache_dir=str(engine_cache_dir(Path(path))),
-                              enable_benchmark=True)
+    engine, greedy = _open_engine(path, cfg.threads)
     load_s = time.perf_counter() - t0
-    greedy = litert_lm.SamplerConfig(top_k=1, temperature=1.0, seed=0)
+    contract = _bundle_contract(path)
     # The long prompt: ~128 tokens, or fewer where the bundle holds fewer (LiteRT-LM refuses a
     # prompt past max_num_tokens). Words are added while the prompt still fits.
-    limit = min(LONG_PROMPT_TOKENS, _bundle_max_tokens(path) - 2)
+    limit = min(LONG_PROMPT_TOKENS, (int(contract.max_num_tokens) if contract
+                                     else LONG_PROMPT_TOKENS + 2) - 2)
     words, long_text = (PROMPT_TEXT + " ") * 40, PROMPT_TEXT
     for i in range(len(words.split())):
         candidate = " ".join(words.split()[:i + 1])
@@ -64,20 +73,9 @@ def worker_litert_lm(path: str, cfg: BenchConfig) -> dict:
             break
         long_text = candidate
 
-    def run(text: str, tokens: int):
-        session = engine.create_session(apply_prompt_template=False, sampler_config=greedy,
-                                        max_output_tokens=tokens)
-        try:
-            t = time.perf_counter()
-            session.run_prefill([text])
-            session.run_decode()
-            return session.get_benchmark_info(), time.perf_counter() - t
-        finally:
-            session.close()
-
     def one() -> dict[str, float]:
-        info, total = run(PROMPT_TEXT, cfg.new_tokens)
-        long_info, _ = run(long_text, 1)
+        info, total = _greedy_run(engine, greedy, PROMPT_TEXT, cfg.new_tokens)
+        long_info, _ = _greedy_run(engine, greedy, long_text, 1)
         return {"ttft_10_s": info.time_to_first_token_in_second,
                 "ttft_128_s": long_info.time_to_first_token_in_second,
                 "decode_tok_s": info.last_decode_tokens_per_second, "total_100_s": total,
@@ -94,27 +92,18 @@ def worker_litert_lm(path: str, cfg: BenchConfig) -> dict:
     engine.close()
     return {"model": path, "engine": "litert-lm", "file_mb": os.path.getsize(path) / 2**20,
             "load_s": load_s, "warmup_s": warmup_s, "runs": runs, "peak_rss_mb": _rss_mb(),
-            "rss_before_load_mb": rss_before, "quantization": _bundle_quantization(path)}
+            "rss_before_load_mb": rss_before,
+            "quantization": contract.quantization if contract else "?"}
 
 
-def _bundle_max_tokens(path: str) -> int:
-    """``max_num_tokens`` of a pocketlm bundle (LONG_PROMPT_TOKENS + 2 for other bundles)."""
+def _bundle_contract(path: str):
+    """The pocketlm contract of a bundle pocketlm made (None for other bundles): sizes the
+    long prompt and labels the quantization."""
     try:
         from .runtime.loader import inspect_model
-        info = inspect_model(path).contract
-        return int(info.max_num_tokens) if info else LONG_PROMPT_TOKENS + 2
-    except Exception:  # noqa: BLE001 - a sizing hint only
-        return LONG_PROMPT_TOKENS + 2
-
-
-def _bundle_quantization(path: str) -> str:
-    """The quantization a pocketlm bundle's metadata names ("?" for other bundles)."""
-    try:
-        from .runtime.loader import inspect_model
-        info = inspect_model(path).contract
-        return info.quantization if info else "?"
-    except Exception:  # noqa: BLE001 - a label only; the benchmark itself reports errors
-        return "?"
+        return inspect_model(path).contract
+    except Exception:  # noqa: BLE001 - a hint only; the benchmark itself reports errors
+        return None
 
 
 def bench_litert_lm(path: str, cfg: BenchConfig, progress, n: int, total: int) -> dict:
@@ -123,10 +112,7 @@ def bench_litert_lm(path: str, cfg: BenchConfig, progress, n: int, total: int) -
     if not is_bundle(Path(path)):
         return {"model": path, "engine": "litert-lm",
                 "error": "LiteRT-LM runs .litertlm bundles (convert --format litertlm)"}
-    cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--engine", "litert-lm",
-           "--runs", str(cfg.runs), "--warmup", str(cfg.warmup), "--new-tokens",
-           str(cfg.new_tokens), "--threads", str(cfg.threads)]
-    proc = _child(cmd, path, progress, n, total)
+    proc = run_child(worker_cmd(path, cfg, "litert-lm"), path, progress, n, total)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"model": path, "engine": "litert-lm",
@@ -137,22 +123,14 @@ def bench_litert_lm(path: str, cfg: BenchConfig, progress, n: int, total: int) -
     return raw
 
 
-
 def paired_worker(path: str, cfg: BenchConfig) -> dict:
     """Runs inside the child: ``cfg.warmup`` unmeasured then ``cfg.runs`` measured pairs, each
     a ``cfg.new_tokens``-token greedy run in pocketlm's engine, then one in LiteRT-LM's.
     Returns decode tokens/s of both engines per run (LiteRT-LM's from its own benchmark
-    info, as in :func:`pocketlm.bench.worker_litert_lm`)."""
-    import litert_lm
-
+    info, as in :func:`worker_litert_lm`)."""
     from .runtime import load_model
-    from .runtime.litert_lm_engine import engine_cache_dir
 
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-    engine = litert_lm.Engine(path, backend=litert_lm.Backend.CPU(thread_count=cfg.threads),
-                              cache_dir=str(engine_cache_dir(Path(path))),
-                              enable_benchmark=True)
-    greedy = litert_lm.SamplerConfig(top_k=1, temperature=1.0, seed=0)
+    engine, greedy = _open_engine(path, cfg.threads)
     model = load_model(path, num_threads=cfg.threads)
     prompt = prompt_ids(model)
     steps = max(1, min(cfg.new_tokens, model.sequence_length - len(prompt) + 1) - 1)
@@ -164,14 +142,7 @@ def paired_worker(path: str, cfg: BenchConfig) -> dict:
         for _ in range(steps):
             token = int(np.argmax(model.step(token)))
         mine = steps / (time.perf_counter() - t0)
-        session = engine.create_session(apply_prompt_template=False, sampler_config=greedy,
-                                        max_output_tokens=steps + 1)
-        try:
-            session.run_prefill([PROMPT_TEXT])
-            session.run_decode()
-            other = session.get_benchmark_info().last_decode_tokens_per_second
-        finally:
-            session.close()
+        other = _greedy_run(engine, greedy, PROMPT_TEXT, steps + 1)[0].last_decode_tokens_per_second
         if i >= cfg.warmup:
             ours.append(mine)
             theirs.append(other)
@@ -184,12 +155,8 @@ def paired(path: str, cfg: BenchConfig, progress=None, n: int = 1, total: int = 
     """Run :func:`paired_worker` in a child process; a summary dict (``ratio`` with median,
     min and max of pocketlm / LiteRT-LM per run, each engine's median tok/s, ``runs``), or
     ``{"error": ...}`` when the child fails."""
-    cmd = [sys.executable, "-m", "pocketlm.bench", "--worker", path, "--engine", "paired",
-           "--runs", str(cfg.runs), "--warmup", str(cfg.warmup), "--new-tokens",
-           str(cfg.new_tokens), "--threads", str(cfg.threads)]
-    out = _child(cmd, path, progress, n, total)
-    lines = out.stdout.strip().splitlines()
-    proc = out
+    proc = run_child(worker_cmd(path, cfg, "paired"), path, progress, n, total)
+    lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"error": f"the one-process comparison exited with {proc.returncode}"}
     raw = json.loads(lines[-1])
